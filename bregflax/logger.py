@@ -1,0 +1,82 @@
+"""Training logs: ``metrics.jsonl``, TensorBoard events (tensorboardX) and a tqdm bar.
+
+Only process 0 writes; other processes get a logger that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+from tqdm.auto import tqdm
+
+BAR_KEYS = {
+    "train/loss": "loss",
+    "train/accuracy": "acc",
+    "train/images_per_sec": "img/s",
+    "val/accuracy": "val_acc",
+    "val/va_rmse": "val_rmse",
+}
+
+
+class MetricLogger:
+    def __init__(
+        self,
+        workdir: Path,
+        config: ml_collections.ConfigDict,
+        total_steps: int,
+        initial_step: int = 0,
+    ):
+        self.workdir = Path(workdir)
+        self.config = config
+        self.active = jax.process_index() == 0
+        self._writer = None
+        self._bar = None
+        self._postfix: dict[str, str] = {}
+        if not self.active:
+            return
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.workdir / "tensorboard"))
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not config.get("progress_bar", True),
+            desc="train",
+        )
+
+    def write_config(self) -> None:
+        """Saves the run's config as JSON, the record evaluate and predict rebuild from."""
+        if self.active:
+            (self.workdir / "config.json").write_text(
+                self.config.to_json_best_effort(indent=2) + "\n"
+            )
+
+    def log(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
+        record = {"step": step, "epoch": round(epoch, 4), **metrics}
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in metrics.items():
+            if math.isfinite(v):
+                self._writer.add_scalar(k, v, step)
+        self._writer.flush()
+        for k, short in BAR_KEYS.items():
+            if k in metrics:
+                self._postfix[short] = f"{metrics[k]:.4g}"
+        self._bar.set_postfix(self._postfix, refresh=False)
+
+    def advance(self, step: int) -> None:
+        if self.active:
+            self._bar.update(step - self._bar.n)
+
+    def close(self) -> None:
+        if self.active:
+            self._bar.close()
+            self._writer.close()

@@ -1,0 +1,147 @@
+"""Shortcut maps H of the BReG block ``y = H(x) + F(x, W)``, as pure ``jnp`` functions.
+
+Each map is computed in at least float32 (bfloat16 and float16 inputs are upcast, then
+the result is cast back), from a form that neither overflows nor cancels, and has a
+``jax.custom_jvp`` whose tangent is the analytic derivative in an equally stable form.
+So values are finite and accurate wherever the true value is representable in the
+input dtype, and gradients are finite and bounded for every finite input.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from bregflax.registry import Registry
+
+Array = jax.Array
+ShortcutFn = Callable[[Array], Array]
+
+SHORTCUTS: Registry[ShortcutFn] = Registry("shortcut map")
+
+# Closed bounds on H'(x) over all real x (the open bounds round to these in float).
+GRADIENT_BOUNDS: dict[str, tuple[float, float]] = {
+    "identity": (1.0, 1.0),
+    "h1": (0.0, 1.0),
+    "h2": (-math.pi / 2, math.pi / 2),
+    "h3": (0.0, 1.0),
+}
+
+
+def _in_float32_or_wider(fn: ShortcutFn) -> ShortcutFn:
+    """Evaluates ``fn`` in max(dtype, float32) and casts the result back to the input dtype."""
+
+    @functools.wraps(fn)
+    def wrapped(x: Array) -> Array:
+        x = jnp.asarray(x)
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+        compute = jnp.promote_types(dtype, jnp.float32)
+        return fn(x.astype(compute)).astype(dtype)
+
+    return wrapped
+
+
+def _split_at_one(x: Array) -> tuple[Array, Array, Array]:
+    """Returns |x|, the mask |x| > 1, and 1/|x| where |x| > 1 (else 1, so never inf)."""
+    ax = jnp.abs(x)
+    big = ax > 1
+    inv = 1.0 / jnp.where(big, ax, 1.0)
+    return ax, big, inv
+
+
+def _inv_one_plus_square(x: Array) -> Array:
+    """1 / (1 + x^2), without forming x^2 (which overflows for large |x|)."""
+    _, big, inv = _split_at_one(x)
+    small_x = jnp.where(big, 0.0, x)
+    return jnp.where(big, inv * inv / (1.0 + inv * inv), 1.0 / (1.0 + small_x * small_x))
+
+
+def _half_log_one_plus_square(x: Array) -> Array:
+    """log(1 + x^2) / 2, as log|x| + log1p(1/x^2)/2 for |x| > 1 and log1p(x^2)/2 otherwise."""
+    ax, big, inv = _split_at_one(x)
+    small_x = jnp.where(big, 0.0, x)
+    large = jnp.log(jnp.where(big, ax, 1.0)) + 0.5 * jnp.log1p(inv * inv)
+    return jnp.where(big, large, 0.5 * jnp.log1p(small_x * small_x))
+
+
+@SHORTCUTS.register("identity")
+def identity(x: Array) -> Array:
+    """H(x) = x, the ResNet shortcut. H'(x) = 1: not bounded below 1, which is the point."""
+    return jnp.asarray(x)
+
+
+@jax.custom_jvp
+def _h1(x: Array) -> Array:
+    return -jnp.logaddexp(0.0, -x)
+
+
+@_h1.defjvp
+def _h1_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _h1(x), jax.nn.sigmoid(-x) * t
+
+
+@SHORTCUTS.register("h1")
+@_in_float32_or_wider
+def h1(x: Array) -> Array:
+    """H1(x) = x - log(1 + e^x) = -softplus(-x) = log sigmoid(x).
+
+    H1'(x) = 1 - sigmoid(x) = sigmoid(-x), in (0, 1). Computed as -logaddexp(0, -x),
+    since log(1 + e^x) overflows for x above ~88 in float32 (~11 in float16).
+    """
+    return _h1(x)
+
+
+@jax.custom_jvp
+def _h2(x: Array) -> Array:
+    ax = jnp.abs(x)
+    return ax * jnp.arctan(ax) - _half_log_one_plus_square(x)
+
+
+@_h2.defjvp
+def _h2_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _h2(x), jnp.arctan(x) * t
+
+
+@SHORTCUTS.register("h2")
+@_in_float32_or_wider
+def h2(x: Array) -> Array:
+    """H2(x) = x atan(x) - log(1 + x^2) / 2, an even function >= 0.
+
+    H2'(x) = atan(x), in (-pi/2, pi/2). log(1 + x^2) is evaluated without forming x^2,
+    which overflows past |x| ~ 1.8e19 in float32 (256 in float16); autodiff of that
+    piecewise form would give NaN at 0, so the tangent is atan(x) directly.
+    """
+    return _h2(x)
+
+
+@jax.custom_jvp
+def _h3(x: Array) -> Array:
+    return jnp.arctan(x)
+
+
+@_h3.defjvp
+def _h3_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _h3(x), _inv_one_plus_square(x) * t
+
+
+@SHORTCUTS.register("h3")
+@_in_float32_or_wider
+def h3(x: Array) -> Array:
+    """H3(x) = atan(x), the paper's best map.
+
+    H3'(x) = 1 / (1 + x^2), in (0, 1]. The tangent is computed as r^2 / (1 + r^2) with
+    r = 1/|x| for |x| > 1, so it never forms x^2 (inf past |x| ~ 1.8e19 in float32).
+    """
+    return _h3(x)
+
+
+def get(name: str) -> ShortcutFn:
+    """The shortcut map registered under ``name`` ("identity", "h1", "h2", "h3")."""
+    return SHORTCUTS.get(name)

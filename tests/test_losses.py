@@ -1,0 +1,77 @@
+"""Losses against hand-computed values and optax."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bregflax import losses
+
+
+def test_class_weights_are_fmin_over_f():
+    # FER2013 training counts: Disgust (436) is the rarest and gets weight 1.
+    counts = [3995, 436, 4097, 7215, 4830, 3171, 4965]
+    w = losses.class_weights(counts)
+    np.testing.assert_allclose(w, [436 / c for c in counts], rtol=1e-6)
+    assert w[1] == 1.0 and w.dtype == np.float32
+
+
+def test_class_weights_edge_cases():
+    np.testing.assert_allclose(losses.class_weights([4, 0, 2]), [0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="all zero"):
+        losses.class_weights([0, 0])
+    with pytest.raises(ValueError, match="non-empty"):
+        losses.class_weights([])
+    with pytest.raises(ValueError):
+        losses.class_weights([3, -1])
+
+
+def test_unweighted_equals_optax():
+    logits = jax.random.normal(jax.random.key(0), (16, 7)) * 3
+    labels = jax.random.randint(jax.random.key(1), (16,), 0, 7)
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    np.testing.assert_allclose(losses.weighted_cross_entropy(logits, labels), expected, rtol=1e-6)
+    ones = jnp.ones(7)
+    np.testing.assert_allclose(
+        losses.weighted_cross_entropy(logits, labels, ones), expected, rtol=1e-6
+    )
+
+
+def test_weighted_cross_entropy_by_hand():
+    # Two examples, two classes. logits [0, 0] -> CE = log 2 for either label.
+    # logits [log 3, 0] with label 0 -> p0 = 3/4 -> CE = log(4/3).
+    logits = jnp.array([[0.0, 0.0], [np.log(3.0), 0.0]])
+    labels = jnp.array([1, 0])
+    weights = jnp.array([0.5, 1.0])
+    expected = (1.0 * np.log(2.0) + 0.5 * np.log(4.0 / 3.0)) / 2
+    np.testing.assert_allclose(
+        losses.weighted_cross_entropy(logits, labels, weights), expected, rtol=1e-6
+    )
+
+
+def test_absent_labels_and_mask_are_skipped():
+    logits = jnp.array([[0.0, 0.0], [np.log(3.0), 0.0], [5.0, -5.0]])
+    labels = jnp.array([1, 0, -1])  # -1: no label
+    np.testing.assert_allclose(
+        losses.weighted_cross_entropy(logits, labels),
+        (np.log(2.0) + np.log(4.0 / 3.0)) / 2,
+        rtol=1e-6,
+    )
+    mask = jnp.array([0.0, 1.0, 1.0])
+    np.testing.assert_allclose(
+        losses.weighted_cross_entropy(logits, labels, mask=mask), np.log(4.0 / 3.0), rtol=1e-6
+    )
+    assert float(losses.weighted_cross_entropy(logits, jnp.array([-1, -1, -1]))) == 0.0
+
+
+def test_mse_by_hand_and_nan_targets():
+    pred = jnp.array([[0.5, -0.5], [0.0, 1.0]])
+    target = jnp.array([[1.0, -1.0], [jnp.nan, 0.0]])
+    # valid errors: 0.5, 0.5, 1.0 -> (0.25 + 0.25 + 1) / 3
+    np.testing.assert_allclose(losses.mse(pred, target), 0.5, rtol=1e-6)
+    grad = jax.grad(lambda p: losses.mse(p, target))(pred)
+    assert np.all(np.isfinite(grad)) and grad[1, 0] == 0.0
+    np.testing.assert_allclose(
+        losses.mse(pred, target, mask=jnp.array([1.0, 0.0])), 0.25, rtol=1e-6
+    )

@@ -1,0 +1,183 @@
+"""Gradient property suite for the shortcut maps, built on jax.grad and hypothesis.
+
+References are the analytic formulas evaluated in float64 numpy. Tolerances: values
+and gradients within a few ulps of the dtype (relative), plus an absolute floor of the
+smallest normal number for float32 and bfloat16 (XLA:CPU flushes float32 subnormals to
+zero, and bfloat16 shares float32's exponent range) or the smallest subnormal for float16
+(computed in float32, where float16's subnormals are normal numbers, so they survive).
+"""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import special
+
+from bregflax import shortcuts
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+MAPS = ("identity", "h1", "h2", "h3")
+
+
+def _h2_ref(x):
+    ax = np.abs(x)
+    return ax * np.arctan(ax) - 0.5 * np.log1p(x * x)
+
+
+# name -> (value, derivative), float64 numpy; inputs are at most float32's max, so x*x is finite.
+REFERENCE = {
+    "identity": (lambda x: x, np.ones_like),
+    "h1": (lambda x: -np.logaddexp(0.0, -x), lambda x: special.expit(-x)),
+    "h2": (_h2_ref, np.arctan),
+    "h3": (np.arctan, lambda x: 1.0 / (1.0 + x * x)),
+}
+
+# The naive formulas the issue warns about, differentiated by plain autodiff.
+NAIVE = {
+    "h1": lambda x: x - jnp.log(1 + jnp.exp(x)),
+    "h2": lambda x: x * jnp.arctan(x) - jnp.log(1 + x**2) / 2,
+    "h3": jnp.arctan,
+}
+
+
+def _tolerances(dtype) -> tuple[float, float]:
+    info = jnp.finfo(dtype)
+    rtol = 4 * float(info.eps)
+    flushed = info.minexp == jnp.finfo(jnp.float32).minexp  # float32 and bfloat16
+    atol = float(info.tiny) if flushed else float(info.smallest_subnormal)
+    return rtol, atol
+
+
+def _special_points(dtype) -> np.ndarray:
+    """0, +-tiny, +-subnormal, +-1, +-1e4, +-1e20, +-max (those finite in ``dtype``)."""
+    info = jnp.finfo(dtype)
+    base = [0.0, float(info.tiny), float(info.smallest_subnormal), 0.5, 1.0, 3.0, 255.0, 300.0]
+    base += [1e4, 1e20, float(info.max)]
+    xs = np.array(base + [-b for b in base], dtype=np.float64)
+    xs = xs[np.abs(xs) <= float(info.max)]
+    return _as64(jnp.asarray(xs, dtype))
+
+
+def _as64(x) -> np.ndarray:
+    return np.asarray(jnp.asarray(x).astype(jnp.float32), np.float64)
+
+
+def _value_and_grad(fn, x, dtype):
+    xs = jnp.asarray(x, dtype)
+    return _as64(fn(xs)), _as64(jax.vmap(jax.grad(fn))(xs))
+
+
+def check_values(fn, name: str, x: np.ndarray, dtype) -> None:
+    """Values are finite and accurate wherever the true value is representable."""
+    rtol, atol = _tolerances(dtype)
+    got, _ = _value_and_grad(fn, x, dtype)
+    true = REFERENCE[name][0](x)
+    representable = np.abs(true) <= float(jnp.finfo(dtype).max)
+    assert np.all(np.isfinite(got[representable])), (
+        f"{name}: non-finite value at {x[~np.isfinite(got) & representable]}"
+    )
+    err = np.abs(got - true)
+    bad = representable & (err > rtol * np.abs(true) + atol)
+    assert not bad.any(), f"{name}: inaccurate at x={x[bad]}: got {got[bad]}, true {true[bad]}"
+
+
+def check_grads(fn, name: str, x: np.ndarray, dtype) -> None:
+    """Gradients are finite everywhere, equal the analytic derivative, and stay in bounds."""
+    rtol, atol = _tolerances(dtype)
+    _, grad = _value_and_grad(fn, x, dtype)
+    assert np.all(np.isfinite(grad)), f"{name}: non-finite gradient at x={x[~np.isfinite(grad)]}"
+    true = REFERENCE[name][1](x)
+    bad = np.abs(grad - true) > rtol * np.abs(true) + atol
+    assert not bad.any(), f"{name}: gradient wrong at x={x[bad]}: got {grad[bad]}, true {true[bad]}"
+    lo, hi = shortcuts.GRADIENT_BOUNDS[name]
+    lo, hi = _as64(jnp.asarray(lo, dtype)), _as64(jnp.asarray(hi, dtype))
+    assert np.all((grad >= lo) & (grad <= hi)), f"{name}: gradient outside [{lo}, {hi}]"
+
+
+def _finite_floats(dtype):
+    """Arrays of finite values spread over the whole range of ``dtype`` (all magnitudes)."""
+    top = float(jnp.finfo(dtype).max)
+    width = 16 if dtype == jnp.float16 else 32
+    elements = st.floats(-top, top, allow_nan=False, allow_infinity=False, width=width)
+    log_magnitudes = st.builds(
+        lambda m, s: s * 10.0**m, st.floats(-40, math.log10(top)), st.sampled_from([-1.0, 1.0])
+    )
+    both = st.one_of(elements, log_magnitudes.filter(lambda v: abs(v) <= top))
+    return hnp.arrays(np.float64, 64, elements=both).map(  # one shape: one compilation
+        lambda a: _as64(jnp.asarray(a, dtype))
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("name", MAPS)
+def test_special_points(name, dtype):
+    x = _special_points(dtype)
+    check_values(shortcuts.get(name), name, x, dtype)
+    check_grads(shortcuts.get(name), name, x, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("name", MAPS)
+def test_whole_finite_range(name, dtype):
+    @settings(max_examples=40, deadline=None)
+    @given(_finite_floats(dtype))
+    def run(x):
+        check_values(shortcuts.get(name), name, x, dtype)
+        check_grads(shortcuts.get(name), name, x, dtype)
+
+    run()
+
+
+@pytest.mark.parametrize(
+    "name, dtype, x, check",
+    [
+        ("h1", jnp.float32, 100.0, check_values),  # log(1 + e^100) = inf
+        ("h1", jnp.float16, 12.0, check_values),  # e^12 > float16 max
+        ("h1", jnp.float32, 100.0, check_grads),  # inf / inf = NaN
+        ("h2", jnp.float32, 1e20, check_values),  # 1 + x^2 = inf
+        ("h2", jnp.float16, 300.0, check_values),  # 1 + x^2 = inf past 256
+        ("h3", jnp.float16, 300.0, check_grads),  # 1 / (1 + x^2) = 0, true 1.1e-5
+    ],  # naive h2's autodiff gradient survives (x / inf = 0): only its value breaks
+)
+def test_naive_forms_fail_the_same_checks(name, dtype, x, check):
+    xs = np.array([x, -x])
+    check(shortcuts.get(name), name, xs, dtype)  # the stable form passes...
+    with pytest.raises(AssertionError):
+        check(NAIVE[name], name, xs, dtype)  # ...and the naive one does not
+
+
+@pytest.mark.parametrize("name", MAPS)
+def test_registry_and_docstrings(name):
+    fn = shortcuts.get(name)
+    assert fn is shortcuts.SHORTCUTS.get(name)
+    doc = fn.__doc__
+    assert "'(x)" in doc or "H'" in doc, f"{name} docstring must state its derivative"
+    with pytest.raises(KeyError, match="known: h1, h2, h3, identity"):
+        shortcuts.get("h4")
+
+
+class ShortcutVariantsTest(chex.TestCase):
+    """jit, vmap and plain calls agree, and shapes, dtypes and finiteness are kept."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(name=MAPS, dtype=("float32", "bfloat16", "float16"))
+    def test_jit_vmap_plain_agree(self, name, dtype):
+        dtype = DTYPES[dtype]
+        fn = shortcuts.get(name)
+        x = jnp.asarray(np.linspace(-50.0, 50.0, 37).reshape(37, 1), dtype)
+        plain = fn(x)
+        variant = self.variant(fn)(x)
+        mapped = jax.vmap(fn)(x)
+        grads = self.variant(jax.vmap(jax.grad(lambda v: fn(v).sum())))(x)
+        chex.assert_shape([plain, variant, mapped, grads], x.shape)
+        chex.assert_type([plain, variant, mapped, grads], dtype)
+        chex.assert_tree_all_finite([plain, variant, mapped, grads])
+        rtol, atol = _tolerances(dtype)  # XLA fuses jitted code differently: allow a few ulps
+        chex.assert_trees_all_close(variant, plain, mapped, rtol=rtol, atol=atol)
