@@ -71,6 +71,9 @@ class MetricLogger:
             if k in metrics:
                 self._postfix[short] = f"{metrics[k]:.4g}"
         self._bar.set_postfix(self._postfix, refresh=False)
+        if any(k.startswith("val/") for k in metrics):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            self._bar.write(f"epoch {epoch:.2f} (step {step}): {shown}")
 
     def advance(self, step: int) -> None:
         if self.active:

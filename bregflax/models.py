@@ -59,8 +59,9 @@ class BReGNet(nn.Module):
     """Stem, stages of BReG blocks (stride 2 entering each stage after the first), GAP, head.
 
     ``zero_init_residual`` starts every F at zero (its last BN scale), so that at
-    initialization each block is ``relu(H(s))``. Weighted layers = ``stem_convs + 2 * sum(stage_sizes) + 1`` (projections not counted,
-    as in the ResNet papers' 6n+2 convention).
+    initialization each block is ``relu(H(s))``. Weighted layers =
+    ``stem_convs + 2 * sum(stage_sizes) + 1`` (projections not counted, as in the ResNet
+    papers' 6n+2 convention).
     """
 
     stage_sizes: Sequence[int]
@@ -86,6 +87,7 @@ class BReGNet(nn.Module):
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
+            use_fast_variance=False,  # two-pass variance: no E[x^2] - E[x]^2 cancellation
             dtype=self.dtype,
         )
         x = jnp.asarray(x, self.dtype)

@@ -193,8 +193,9 @@ def train_step(
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )
-    metrics = {**parts, **_batch_counts(outputs, batch), "grad_norm": optax.global_norm(grads)}
-    return new_state, metrics
+    finite = jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), params))
+    metrics = {**parts, **_batch_counts(outputs, batch), "grad_norm": optax.tree.norm(grads)}
+    return new_state, {**metrics, "params_finite": finite}
 
 
 def eval_step(
@@ -358,12 +359,14 @@ def evaluate(
 
 
 def _check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
-    bad = np.flatnonzero(~np.isfinite(history["loss"]))
+    """Raises at the first step whose loss, or whose updated parameters, are not finite."""
+    bad = np.flatnonzero(~np.isfinite(history["loss"]) | ~history["params_finite"].astype(bool))
     if bad.size:
-        step = first_step + int(bad[0])
+        i = int(bad[0])
+        what = f"loss {history['loss'][i]}" if not np.isfinite(history["loss"][i]) else "parameters"
         raise NonFiniteLossError(
-            f"non-finite training loss ({history['loss'][bad[0]]}) at step {step}; "
-            "the last good checkpoint is kept. Lower optim.learning_rate or check the data."
+            f"non-finite training {what} at step {first_step + i}; the last good checkpoint "
+            "is kept. Lower optim.learning_rate or check the data."
         )
 
 

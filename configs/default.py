@@ -1,6 +1,7 @@
 """Defaults shared by every experiment: BReGNet39 on FER2013, the paper's optimizer."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -9,16 +10,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "BReGNet39"  # any name in bregflax.models.MODELS
-    config.model.shortcut = (
-        None  # None keeps the named model's own: "identity" | "h1" | "h2" | "h3"
-    )
+    # "identity" | "h1" | "h2" | "h3"; unset placeholders keep the named model's own.
+    config.model.shortcut = placeholder(str)
     config.model.num_classes = 7
     config.model.head = "classes"  # "classes" | "va" | "both"
     config.model.zero_init_residual = False
-    config.model.stage_sizes = None  # None keeps the named model's own
-    config.model.widths = None
-    config.model.stem_stride = None
-    config.model.stem_pool = None
+    config.model.stage_sizes = placeholder(tuple)
+    config.model.widths = placeholder(tuple)
+    config.model.stem_stride = placeholder(int)
+    config.model.stem_pool = placeholder(bool)
     config.half_precision = False  # bfloat16 compute, float32 parameters
 
     config.data = ml_collections.ConfigDict()

@@ -1,0 +1,203 @@
+"""The trainer: determinism, data parallelism, kill-and-resume, the NaN guard, overrides."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, load_config, tiny
+
+from bregflax import train
+
+DEMO = load_config("configs/demo.py")
+
+
+def _losses(workdir: Path, key: str = "train/loss") -> np.ndarray:
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return np.array([r[key] for r in lines if key in r])
+
+
+def _final_params(workdir: Path, config) -> dict:
+    parallel = train.Parallel.over_all_devices()
+    model = train.build_model(config)
+    template = train.create_train_state(jax.random.key(0), config, model, steps_per_epoch=1)
+    template = jax.device_put(template, parallel.replicated)
+    manager = train.checkpoint_manager(workdir, config)
+    return jax.device_get(train.restore_state(manager, manager.latest_step(), template).params)
+
+
+def _main(workdir: Path, *overrides: str, env: dict | None = None, wait: bool = True):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bregflax.main",
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+    ]
+    cmd += [
+        "--config.data.synthetic.num_train=192",
+        "--config.data.synthetic.num_val=40",
+        "--config.batch_size=32",
+        "--config.eval_batch_size=32",
+        "--config.num_epochs=2",
+        "--config.log_every_steps=1",
+        "--config.progress_bar=False",
+        *overrides,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_same_seed_same_run_and_it_learns(tmp_path):
+    config = tiny(DEMO, num_epochs=4)
+    train.train_and_evaluate(config, tmp_path / "a")
+    train.train_and_evaluate(config, tmp_path / "b")
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    np.testing.assert_array_equal(a, b)
+    assert a[-3:].mean() < a[:3].mean(), "the demo model must learn"
+    records = [
+        json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    ]
+    val = [r for r in records if "val/accuracy" in r]
+    assert len(val) == 4 and all(np.isfinite(r["val/va_rmse"]) for r in val)
+    assert (tmp_path / "a" / "config.json").exists()
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_four_devices_match_one_device(tmp_path):
+    """Same global batch on 4 devices: global BatchNorm statistics and mean gradients.
+
+    Only the order of float reductions differs. After one step the parameters agree to
+    float32 rounding; over later steps this small model's training amplifies rounding
+    (about x10 per step at first: measured 3e-8 -> 1e-5 by step 4), so the curve is
+    compared more loosely. Per-device BatchNorm would already differ by ~1e-1 at step 1.
+    """
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    _main(tmp_path / "one")
+    _main(tmp_path / "four", env=four)
+    _main(tmp_path / "one_step1", "--config.max_steps=1")
+    _main(tmp_path / "four_step1", "--config.max_steps=1", env=four)
+    config = tiny(DEMO)
+    p1, p4 = (
+        _final_params(tmp_path / "one_step1", config),
+        _final_params(tmp_path / "four_step1", config),
+    )
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), p1, p4)
+    one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
+    assert len(one) == len(four) == 12
+    np.testing.assert_allclose(four[:3], one[:3], rtol=1e-5)
+    np.testing.assert_allclose(four, one, rtol=3e-3)
+    v1, v4 = _losses(tmp_path / "one", "val/loss"), _losses(tmp_path / "four", "val/loss")
+    np.testing.assert_allclose(v4, v1, rtol=3e-3)
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(tmp_path):
+    config = tiny(DEMO, checkpoint_every_steps=2)
+    train.train_and_evaluate(config, tmp_path / "full")
+    # A clean interruption at step 5 (max_steps), then the same command again.
+    train.train_and_evaluate(tiny(DEMO, checkpoint_every_steps=2, max_steps=5), tmp_path / "cut")
+    train.train_and_evaluate(config, tmp_path / "cut")
+    full, cut = _final_params(tmp_path / "full", config), _final_params(tmp_path / "cut", config)
+    jax.tree.map(np.testing.assert_array_equal, full, cut)
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    """SIGKILL at an arbitrary point after the first checkpoint, then rerun the command."""
+    args = ["--config.checkpoint_every_steps=1", "--config.num_epochs=6"]
+    _main(tmp_path / "full", *args)
+    proc = _main(tmp_path / "killed", *args, wait=False)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoints.exists() and any(
+            p.name.isdigit() and int(p.name) >= 3 for p in checkpoints.iterdir()
+        ):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert killed_at < 36
+    _main(tmp_path / "killed", *args)
+    config = tiny(DEMO, num_epochs=6)
+    full, resumed = (
+        _final_params(tmp_path / "full", config),
+        _final_params(tmp_path / "killed", config),
+    )
+    jax.tree.map(np.testing.assert_array_equal, full, resumed)
+
+
+def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny(
+        DEMO, checkpoint_every_steps=1, **{"optim.learning_rate": 1e4, "optim.schedule": "constant"}
+    )
+    with pytest.raises(train.NonFiniteLossError, match=r"at step \d+") as err:
+        train.train_and_evaluate(config, tmp_path)
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) < bad_step
+    params = _final_params(tmp_path, config)
+    assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_config_overrides_reach_the_run(tmp_path):
+    _main(
+        tmp_path,
+        "--config.model.shortcut=h1",
+        "--config.optim.schedule=step",
+        "--config.max_steps=3",
+    )
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["shortcut"] == "h1" and saved["optim"]["schedule"] == "step"
+    assert len(_losses(tmp_path)) == 3
+
+
+def test_bad_override_is_rejected(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bregflax.main",
+        "--config=configs/demo.py",
+        f"--workdir={tmp_path}",
+    ]
+    result = subprocess.run(
+        cmd + ["--config.num_epoch=3"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "num_epoch" in result.stderr
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])
+def test_learning_rate_schedules(schedule):
+    config = tiny(
+        DEMO,
+        num_epochs=10,
+        **{"optim.schedule": schedule, "optim.learning_rate": 0.1, "optim.step_epochs": (5,)},
+    )
+    lr = train.learning_rate_schedule(config, steps_per_epoch=10)
+    start, late = float(lr(0)), float(lr(99))
+    assert start == pytest.approx(0.1)
+    expected = {
+        "constant": 0.1,
+        "step": 0.01,
+        "cosine": 0.1 * 0.5 * (1 + np.cos(np.pi * 99 / 100)),
+    }[schedule]
+    assert late == pytest.approx(expected, rel=1e-4)  # float32 cos near pi
+
+
+def test_weight_decay_only_on_kernels():
+    params = {"conv": {"kernel": np.ones(2)}, "bn": {"scale": np.ones(2), "bias": np.ones(2)}}
+    mask = train.decay_mask(params)
+    assert mask == {"conv": {"kernel": True}, "bn": {"scale": False, "bias": False}}
