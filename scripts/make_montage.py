@@ -33,7 +33,8 @@ def main() -> None:
                 i = picks[col]
                 ax.imshow(faces["image"][i, ..., 0], cmap="gray", vmin=0, vmax=255)
                 ax.set_title(f"{faces['valence'][i]:+.1f},{faces['arousal'][i]:+.1f}", fontsize=6)
-        axes[row, 0].text(-0.15, 0.5, name, transform=axes[row, 0].transAxes, ha="right", va="center")
+        first = axes[row, 0]
+        first.text(-0.15, 0.5, name, transform=first.transAxes, ha="right", va="center")
     fig.suptitle("bregflax synthetic faces (valence, arousal)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
