@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -313,6 +314,25 @@ def resolve_checkpoint(manager: ocp.CheckpointManager, which: str) -> int:
     if not which.isdigit() or int(which) not in steps:
         raise ValueError(f"checkpoint {which!r} not found; saved steps: {sorted(steps)}")
     return int(which)
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a run in ``workdir`` was trained with (its ``config.json``)."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a bregflax training workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_trained(workdir: str | Path, which: str = "best") -> tuple[ml_collections.ConfigDict, TrainState, int]:
+    """(config, state, step) of checkpoint ``which`` (best | latest | STEP) of a run."""
+    config = load_config(workdir)
+    model = build_model(config)
+    template = create_train_state(jax.random.key(0), config, model, steps_per_epoch=1)
+    template = jax.device_put(template, Parallel.over_all_devices().replicated)
+    manager = checkpoint_manager(workdir, config)
+    step = resolve_checkpoint(manager, which)
+    return config, restore_state(manager, step, template), step
 
 
 # --------------------------------------------------------------------------- loops

@@ -7,20 +7,21 @@
 # Example:
 #   launch/local.sh 2 2 -- --config=configs/demo.py --workdir=runs/local2x2
 # Each process's output goes to <workdir>/process_<i>.log; the script waits for all of
-# them and exits non-zero if any failed. PORT (default: a free one) sets the coordinator port.
+# them and exits non-zero if any failed. PORT (default: a free one) sets the coordinator port,
+# PYTHON (default: python) the interpreter.
 set -euo pipefail
 if [[ $# -lt 3 || "$3" != "--" ]]; then
   sed -n '2,12p' "$0"; exit 2
 fi
 n="$1"; devices="$2"; shift 3
-port="${PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+port="${PORT:-$("${PYTHON:-python}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 workdir=$(printf '%s\n' "$@" | sed -n 's/^--workdir=//p' | tail -1)
 logdir="${workdir:-.}"
 mkdir -p "$logdir"
 export JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="$devices" JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo
 pids=()
 for ((i = 0; i < n; i++)); do
-  python -m bregflax.main "$@" --multihost --coordinator_address="127.0.0.1:$port" \
+  "${PYTHON:-python}" -m bregflax.main "$@" --multihost --coordinator_address="127.0.0.1:$port" \
     --num_processes="$n" --process_id="$i" >"$logdir/process_$i.log" 2>&1 &
   pids+=("$!")
 done

@@ -1,0 +1,170 @@
+"""Evaluation: ``python -m bregflax.evaluate --workdir=DIR [--split=val] [--checkpoint=best]``.
+
+Loads a checkpoint of a training run, predicts a split (jit-compiled, batched, with a
+progress bar) and writes to ``DIR/eval/``: ``<split>.json`` with every metric, the
+paper-layout table ``<split>_table.md``, ``<split>_per_class.md``, confusion matrices,
+valence/arousal plots for dimensional runs, ``loss_curves.png`` and
+``<split>_predictions.csv`` with each prediction's ``source_id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from tqdm.auto import tqdm
+
+from bregflax import data as data_lib
+from bregflax import metrics, plots, report, train
+from bregflax.data import pipeline
+
+
+def predict(
+    config: ml_collections.ConfigDict, state: train.TrainState, source: data_lib.Source, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Model outputs and targets for every example of ``source``, in order."""
+    parallel = train.Parallel.over_all_devices()
+    parallel.check_batch_size(batch_size)
+    eval_fn = train.jit_eval_step(parallel, state, config.loss.va_weight)
+    batches = pipeline.eval_batches(source, config.data, global_batch_size=batch_size)
+    total = pipeline.num_eval_batches(len(source), batch_size)
+    keep: dict[str, list] = {}
+    for batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=jax.process_index() != 0):
+        outputs, _ = eval_fn(state, parallel.shard_batch(batch), None)
+        outputs = jax.device_get(outputs)
+        real = batch["mask"] > 0
+        if "logits" in outputs:
+            keep.setdefault("probs", []).append(np.asarray(jax.nn.softmax(jnp.asarray(outputs["logits"])))[real])
+        if "va" in outputs:
+            keep.setdefault("va", []).append(np.asarray(outputs["va"])[real])
+        for k in ("label", "valence", "arousal", "source_id"):
+            keep.setdefault(k, []).append(batch[k][real])
+    return {k: np.concatenate(v) for k, v in keep.items()}
+
+
+def score(predictions: dict[str, np.ndarray], num_classes: int, repeats: int, seed: int = 0) -> dict:
+    """Every metric of the paper for these predictions (categorical and/or dimensional)."""
+    out: dict = {"num_examples": int(len(predictions["source_id"]))}
+    if "probs" in predictions:
+        labelled = predictions["label"] >= 0
+        labels, probs = predictions["label"][labelled], predictions["probs"][labelled]
+        preds = probs.argmax(-1)
+        out["categorical"] = metrics.categorical_metrics(labels, preds, num_classes, probs=probs)
+        out["skew_normalized"] = metrics.skew_normalized(labels, preds, num_classes, repeats=repeats, seed=seed)
+        out["confusion_matrix"] = metrics.confusion_matrix(labels, preds, num_classes).tolist()
+    if "va" in predictions:
+        true = np.stack([predictions["valence"], predictions["arousal"]], axis=-1)
+        out["dimensional"] = metrics.dimensional_metrics(true, predictions["va"])
+    return out
+
+
+def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path: Path) -> None:
+    header = ["source_id"]
+    if "probs" in predictions:
+        header += ["label", "pred", "pred_name"] + [f"p_{name}" for name in class_names]
+    if "va" in predictions:
+        header += ["valence", "arousal", "pred_valence", "pred_arousal"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i, source_id in enumerate(predictions["source_id"]):
+            row = [source_id]
+            if "probs" in predictions:
+                p = predictions["probs"][i]
+                row += [int(predictions["label"][i]), int(p.argmax()), class_names[int(p.argmax())]]
+                row += [f"{v:.5f}" for v in p]
+            if "va" in predictions:
+                row += [f"{predictions[k][i]:.5f}" for k in ("valence", "arousal")]
+                row += [f"{v:.5f}" for v in predictions["va"][i]]
+            writer.writerow(row)
+
+
+def write_reports(workdir: Path, split: str, results: dict, predictions: dict, class_names) -> list[Path]:
+    """Writes every file of ``DIR/eval`` and returns their paths."""
+    out = workdir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{split}.json"]
+    written[0].write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
+    tables = [f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"]
+    if "categorical" in results:
+        tables.append(report.categorical_table(results["categorical"], results["skew_normalized"]))
+        per_class = out / f"{split}_per_class.md"
+        per_class.write_text(report.per_class_table(results["categorical"]["per_class"], class_names) + "\n")
+        cm = np.asarray(results["confusion_matrix"])
+        written += [
+            per_class,
+            plots.confusion_matrix_png(cm, class_names, out / f"{split}_confusion.png", normalized=False),
+            plots.confusion_matrix_png(cm, class_names, out / f"{split}_confusion_normalized.png", normalized=True),
+        ]
+    if "dimensional" in results:
+        tables.append(report.dimensional_table(results["dimensional"]))
+        true = np.stack([predictions["valence"], predictions["arousal"]], axis=-1)
+        written += [
+            plots.va_scatter_png(true, predictions["va"], out / f"{split}_va_scatter.png"),
+            plots.error_histogram_png(true, predictions["va"], out / f"{split}_va_error_hist.png"),
+        ]
+    table = out / f"{split}_table.md"
+    table.write_text("\n\n".join(tables) + "\n")
+    csv_path = out / f"{split}_predictions.csv"
+    write_predictions_csv(predictions, class_names, csv_path)
+    written += [table, csv_path]
+    if (workdir / "metrics.jsonl").exists():
+        written.append(plots.loss_curves_png({workdir.name: workdir / "metrics.jsonl"}, out / "loss_curves.png"))
+    return [Path(p) for p in written]
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value)}")
+
+
+def evaluate_workdir(
+    workdir: str | Path, split: str = "val", checkpoint: str = "best", repeats: int = 200
+) -> dict:
+    """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes DIR/eval."""
+    workdir = Path(workdir)
+    config, state, step = train.load_trained(workdir, checkpoint)
+    loaded = data_lib.load(config.data.source, split, config.data)
+    batch_size = config.eval_batch_size
+    predictions = predict(config, state, loaded.source, batch_size)
+    results = {"split": split, "step": step, "checkpoint": checkpoint, **score(predictions, config.model.num_classes, repeats)}
+    if jax.process_index() == 0:
+        results["files"] = [str(p) for p in write_reports(workdir, split, results, predictions, loaded.class_names)]
+    return results
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        results = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.repeats)
+    except (data_lib.DatasetNotFoundError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    table = Path(FLAGS.workdir) / "eval" / f"{FLAGS.split}_table.md"
+    print(table.read_text())
+    print("wrote:\n  " + "\n  ".join(results["files"]))
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.", required=True)
+    flags.DEFINE_string("split", "val", "Dataset split.")
+    flags.DEFINE_string("checkpoint", "best", "best | latest | a step number.")
+    flags.DEFINE_integer("repeats", 200, "Repeats of the skew-normalizing under-sampling.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
