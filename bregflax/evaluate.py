@@ -27,7 +27,10 @@ from bregflax.data import pipeline
 
 
 def predict(
-    config: ml_collections.ConfigDict, state: train.TrainState, source: data_lib.Source, batch_size: int
+    config: ml_collections.ConfigDict,
+    state: train.TrainState,
+    source: data_lib.Source,
+    batch_size: int,
 ) -> dict[str, np.ndarray]:
     """Model outputs and targets for every example of ``source``, in order."""
     parallel = train.Parallel.over_all_devices()
@@ -36,12 +39,16 @@ def predict(
     batches = pipeline.eval_batches(source, config.data, global_batch_size=batch_size)
     total = pipeline.num_eval_batches(len(source), batch_size)
     keep: dict[str, list] = {}
-    for batch in tqdm(batches, total=total, desc="predict", unit="batch", disable=jax.process_index() != 0):
+    for batch in tqdm(
+        batches, total=total, desc="predict", unit="batch", disable=jax.process_index() != 0
+    ):
         outputs, _ = eval_fn(state, parallel.shard_batch(batch), None)
         outputs = jax.device_get(outputs)
         real = batch["mask"] > 0
         if "logits" in outputs:
-            keep.setdefault("probs", []).append(np.asarray(jax.nn.softmax(jnp.asarray(outputs["logits"])))[real])
+            keep.setdefault("probs", []).append(
+                np.asarray(jax.nn.softmax(jnp.asarray(outputs["logits"])))[real]
+            )
         if "va" in outputs:
             keep.setdefault("va", []).append(np.asarray(outputs["va"])[real])
         for k in ("label", "valence", "arousal", "source_id"):
@@ -49,16 +56,25 @@ def predict(
     return {k: np.concatenate(v) for k, v in keep.items()}
 
 
-def score(predictions: dict[str, np.ndarray], num_classes: int, repeats: int, seed: int = 0) -> dict:
-    """Every metric of the paper for these predictions (categorical and/or dimensional)."""
+def score(predictions: dict[str, np.ndarray], class_names, repeats: int, seed: int = 0) -> dict:
+    """Every metric of the paper for these predictions (categorical and/or dimensional).
+
+    Examples without a label (-1) are left out of the categorical metrics; ROC/PR-AUC
+    need at least two classes among the labels and are left out otherwise.
+    """
     out: dict = {"num_examples": int(len(predictions["source_id"]))}
     if "probs" in predictions:
+        k = len(class_names)
         labelled = predictions["label"] >= 0
         labels, probs = predictions["label"][labelled], predictions["probs"][labelled]
         preds = probs.argmax(-1)
-        out["categorical"] = metrics.categorical_metrics(labels, preds, num_classes, probs=probs)
-        out["skew_normalized"] = metrics.skew_normalized(labels, preds, num_classes, repeats=repeats, seed=seed)
-        out["confusion_matrix"] = metrics.confusion_matrix(labels, preds, num_classes).tolist()
+        ranked = probs if len(np.unique(labels)) > 1 else None
+        out["categorical"] = metrics.categorical_metrics(labels, preds, k, probs=ranked)
+        out["skew_normalized"] = metrics.skew_normalized(
+            labels, preds, k, probs=ranked, repeats=repeats, seed=seed
+        )
+        out["per_class"] = metrics.classification_report(labels, preds, k, class_names)
+        out["confusion_matrix"] = metrics.confusion_matrix(labels, preds, k).tolist()
     if "va" in predictions:
         true = np.stack([predictions["valence"], predictions["arousal"]], axis=-1)
         out["dimensional"] = metrics.dimensional_metrics(true, predictions["va"])
@@ -86,22 +102,30 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
             writer.writerow(row)
 
 
-def write_reports(workdir: Path, split: str, results: dict, predictions: dict, class_names) -> list[Path]:
+def write_reports(
+    workdir: Path, split: str, results: dict, predictions: dict, class_names
+) -> list[Path]:
     """Writes every file of ``DIR/eval`` and returns their paths."""
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{split}.json"]
     written[0].write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
-    tables = [f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"]
+    tables = [
+        f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"
+    ]
     if "categorical" in results:
         tables.append(report.categorical_table(results["categorical"], results["skew_normalized"]))
         per_class = out / f"{split}_per_class.md"
-        per_class.write_text(report.per_class_table(results["categorical"]["per_class"], class_names) + "\n")
+        per_class.write_text(report.per_class_table(results["per_class"]) + "\n")
         cm = np.asarray(results["confusion_matrix"])
         written += [
             per_class,
-            plots.confusion_matrix_png(cm, class_names, out / f"{split}_confusion.png", normalized=False),
-            plots.confusion_matrix_png(cm, class_names, out / f"{split}_confusion_normalized.png", normalized=True),
+            plots.confusion_matrix_png(
+                cm, class_names, out / f"{split}_confusion.png", normalized=False
+            ),
+            plots.confusion_matrix_png(
+                cm, class_names, out / f"{split}_confusion_normalized.png", normalized=True
+            ),
         ]
     if "dimensional" in results:
         tables.append(report.dimensional_table(results["dimensional"]))
@@ -116,7 +140,11 @@ def write_reports(workdir: Path, split: str, results: dict, predictions: dict, c
     write_predictions_csv(predictions, class_names, csv_path)
     written += [table, csv_path]
     if (workdir / "metrics.jsonl").exists():
-        written.append(plots.loss_curves_png({workdir.name: workdir / "metrics.jsonl"}, out / "loss_curves.png"))
+        written.append(
+            plots.loss_curves_png(
+                {workdir.name: workdir / "metrics.jsonl"}, out / "loss_curves.png"
+            )
+        )
     return [Path(p) for p in written]
 
 
@@ -129,15 +157,18 @@ def _jsonable(value):
 def evaluate_workdir(
     workdir: str | Path, split: str = "val", checkpoint: str = "best", repeats: int = 200
 ) -> dict:
-    """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes DIR/eval."""
+    """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes eval/."""
     workdir = Path(workdir)
     config, state, step = train.load_trained(workdir, checkpoint)
     loaded = data_lib.load(config.data.source, split, config.data)
     batch_size = config.eval_batch_size
     predictions = predict(config, state, loaded.source, batch_size)
-    results = {"split": split, "step": step, "checkpoint": checkpoint, **score(predictions, config.model.num_classes, repeats)}
+    scores = score(predictions, loaded.class_names, repeats)
+    results = {"split": split, "step": step, "checkpoint": checkpoint, **scores}
     if jax.process_index() == 0:
-        results["files"] = [str(p) for p in write_reports(workdir, split, results, predictions, loaded.class_names)]
+        results["files"] = [
+            str(p) for p in write_reports(workdir, split, results, predictions, loaded.class_names)
+        ]
     return results
 
 

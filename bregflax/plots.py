@@ -1,0 +1,222 @@
+"""PNG figures of an evaluation: confusion matrices, valence/arousal scatter and error
+histograms, and training/validation loss curves (the paper's Fig. 6).
+
+Figures are drawn on matplotlib's Agg canvas through the object API (no pyplot), so
+importing this module changes no global backend and leaks no open figures. Each function
+writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bregflax import metrics
+
+DPI = 120
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Confusion matrix
+
+
+def row_normalized(cm) -> np.ndarray:
+    """Each row divided by its sum (the per-class recall on the diagonal); empty rows 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    sums = cm.sum(1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+def confusion_matrix_png(
+    cm, class_names: Sequence[str], path, normalized: bool = False, title: str | None = None
+) -> Path:
+    """Heat map with every cell annotated: counts, or row percentages when ``normalized``."""
+    cm = np.asarray(cm)
+    k = cm.shape[0]
+    if cm.shape != (k, k) or len(class_names) != k:
+        raise ValueError(f"need a square matrix and one name per class, got {cm.shape}")
+    shade = row_normalized(cm)
+    side = max(4.0, 0.65 * k + 2.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    if normalized:
+        image = ax.imshow(100 * shade, cmap="Blues", vmin=0, vmax=100)
+    else:
+        image = ax.imshow(cm, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="% of true class" if normalized else "count")
+    for i in range(k):
+        for j in range(k):
+            text = f"{100 * shade[i, j]:.1f}" if normalized else f"{int(cm[i, j])}"
+            dark = shade[i, j] > 0.5 if normalized else cm[i, j] > 0.5 * cm.max()
+            color = "white" if dark else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    default = "Confusion matrix (% of each true class)" if normalized else "Confusion matrix"
+    ax.set_title(title or default)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Valence / arousal
+
+
+def _as_columns(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"truth and prediction shapes differ: {y_true.shape} vs {y_pred.shape}")
+    if y_true.ndim == 1:
+        return y_true[:, None], y_pred[:, None]
+    return y_true, y_pred
+
+
+def va_scatter_png(y_true, y_pred, path, names: Sequence[str] = ("valence", "arousal")) -> Path:
+    """Predicted against true, one panel per dimension, with the identity line and the
+    metrics of ``metrics.dimensional_metrics`` in each title (rows with NaN truth left out)."""
+    y_true, y_pred = _as_columns(y_true, y_pred)
+    scores = metrics.dimensional_metrics(y_true, y_pred, names)
+    d = y_true.shape[1]
+    fig = _figure(4.2 * d, 4.4)
+    for j, ax in enumerate(fig.subplots(1, d, squeeze=False)[0]):
+        keep = ~np.isnan(y_true[:, j])
+        t, p = y_true[keep, j], y_pred[keep, j]
+        lo = min(-1.0, t.min(), p.min()) - 0.05
+        hi = max(1.0, t.max(), p.max()) + 0.05
+        alpha = float(np.clip(300.0 / t.size, 0.05, 0.8))
+        ax.scatter(t, p, s=6, alpha=alpha, linewidths=0, color="tab:blue")
+        ax.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=1, label="y = x")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"true {names[j]}")
+        ax.set_ylabel(f"predicted {names[j]}")
+        s = {m: scores[f"{names[j]}/{m}"] for m in ("rmse", "cc", "ccc", "sagr", "n")}
+        ax.set_title(
+            f"{names[j]} (n={s['n']})\nRMSE {s['rmse']:.3f}  CC {s['cc']:.3f}  "
+            f"CCC {s['ccc']:.3f}  SAGR {s['sagr']:.3f}",
+            fontsize=9,
+        )
+        ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def error_histogram_png(
+    y_true, y_pred, path, names: Sequence[str] = ("valence", "arousal"), bins: int = 50
+) -> Path:
+    """Histogram of prediction - truth per dimension (rows with NaN truth left out)."""
+    y_true, y_pred = _as_columns(y_true, y_pred)
+    d = y_true.shape[1]
+    fig = _figure(4.2 * d, 3.4)
+    for j, ax in enumerate(fig.subplots(1, d, squeeze=False)[0]):
+        keep = ~np.isnan(y_true[:, j])
+        if not keep.any():
+            raise ValueError(f"no {names[j]} targets: all are NaN")
+        err = y_pred[keep, j] - y_true[keep, j]
+        ax.hist(err, bins=bins, color="tab:orange", alpha=0.85)
+        ax.axvline(0.0, color="gray", linestyle="--", linewidth=1)
+        ax.axvline(err.mean(), color="black", linewidth=1, label=f"mean {err.mean():+.3f}")
+        ax.set_xlabel(f"predicted - true {names[j]}")
+        ax.set_ylabel("count")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{names[j]} error (std {err.std():.3f}, n={err.size})", fontsize=9)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Loss curves
+
+
+def read_metrics_jsonl(path) -> list[dict]:
+    """The records of a ``metrics.jsonl``; blank or unparsable lines (say a line cut short
+    by a kill) are skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def metric_series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of ``key``, sorted by epoch. Records missing the key, an epoch or a
+    finite value are skipped; a step logged twice (a resumed run) keeps its last record."""
+    points: dict = {}
+    for i, r in enumerate(records):
+        value, epoch, step = r.get(key), r.get("epoch"), r.get("step")
+        if not (_finite(value) and _finite(epoch)):
+            continue
+        order = step if _finite(step) else i
+        points[("step", step) if _finite(step) else ("line", i)] = (epoch, order, value)
+    ordered = sorted(points.values())
+    epochs = np.array([p[0] for p in ordered], dtype=np.float64)
+    return epochs, np.array([p[2] for p in ordered], dtype=np.float64)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+LOSS_STYLES = {
+    "train/loss": {"linewidth": 1.2},
+    "val/loss": {"linestyle": "--", "marker": "o", "markersize": 3},
+}
+
+
+def loss_curves_png(runs, path, title: str = "Training and validation loss") -> Path:
+    """Training (solid) and validation (dashed, dots) loss against epoch, one color per
+    run. ``runs`` is a ``metrics.jsonl`` path or a mapping label -> path, e.g.
+    ``{"ResNet-110": a, "BReG-Net": b}``. A run with no loss records is named in the plot."""
+    if not isinstance(runs, Mapping):
+        runs = {Path(runs).parent.name or "run": runs}
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    empty = []
+    for i, (label, run_path) in enumerate(runs.items()):
+        records = read_metrics_jsonl(run_path)
+        color = f"C{i % 10}"
+        drawn = False
+        for key, style in LOSS_STYLES.items():
+            epochs, values = metric_series(records, key)
+            if epochs.size:
+                part = key.split("/")[0]
+                ax.plot(epochs, values, color=color, label=f"{label} {part}", **style)
+                drawn = True
+        if not drawn:
+            empty.append(str(label))
+    if empty:
+        note = "no loss records: " + ", ".join(empty)
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="gray")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(empty) < len(runs):
+        ax.legend(fontsize=8)
+    return _save(fig, path)
