@@ -30,7 +30,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_threads = 2
     config.data.data_dir = ""  # "" = $BREGFLAX_DATA_DIR or ~/tensorflow_datasets
     config.data.manual_dir = ""  # "" = <data_dir>/downloads/manual/<name>
-    config.data.strict = False
+    config.data.strict = False  # stop a dataset build at the first bad record
+    config.data.split_seed = 0  # seeds the held-out splits the builders carve
+    config.data.face_margin = 0.0  # relative margin around face boxes
+    config.data.face_align = False  # rotate faces so the eyes are level (landmarks)
+    config.data.fer2013_val_fraction = 0.1  # image-folder export without prefixes only
+    config.data.affectnet_holdout_fraction = 0.05
+    config.data.aff_wild_stride = 1  # use every n-th video frame
+    config.data.aff_wild_val_fraction = 0.1
     config.data.augment = ml_collections.ConfigDict()
     config.data.augment.crop_pad = 4
     config.data.augment.flip = True

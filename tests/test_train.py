@@ -201,3 +201,11 @@ def test_weight_decay_only_on_kernels():
     params = {"conv": {"kernel": np.ones(2)}, "bn": {"scale": np.ones(2), "bias": np.ones(2)}}
     mask = train.decay_mask(params)
     assert mask == {"conv": {"kernel": True}, "bn": {"scale": False, "bias": False}}
+
+
+def test_missing_dataset_says_what_to_download(tmp_path):
+    cmd = [sys.executable, "-m", "bregflax.main", "--config=configs/fer2013.py"]
+    cmd += [f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'data'}"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Put them in" in result.stderr and "Traceback" not in result.stderr
