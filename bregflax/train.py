@@ -324,7 +324,9 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_trained(workdir: str | Path, which: str = "best") -> tuple[ml_collections.ConfigDict, TrainState, int]:
+def load_trained(
+    workdir: str | Path, which: str = "best"
+) -> tuple[ml_collections.ConfigDict, TrainState, int]:
     """(config, state, step) of checkpoint ``which`` (best | latest | STEP) of a run."""
     config = load_config(workdir)
     model = build_model(config)

@@ -288,8 +288,9 @@ def test_real_fer2013_through_the_csv(tmp_path):
     with pytest.raises(build_report.EmptySplitError):
         data.load("fer2013", "test", config)
     # The prepared build trains: python -m bregflax.main --config=configs/fer2013.py would.
-    from bregflax import train as train_lib
     from conftest import load_config, tiny
+
+    from bregflax import train as train_lib
 
     run = tiny(load_config("configs/fer2013.py"), max_steps=3, batch_size=16, eval_batch_size=256)
     run.data.source = "fer2013"

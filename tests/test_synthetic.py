@@ -67,3 +67,17 @@ def test_registry_loader():
         data.load("synthetic", "holdout", config)
     with pytest.raises(KeyError, match="unknown data source"):
         data.load("celeba", "train", config)
+
+
+def test_loads_share_one_read_only_copy():
+    config = ml_collections.ConfigDict({"synthetic": {"num_train": 64, "num_test": 32}})
+    a, b = (data.load("synthetic", "test", config) for _ in range(2))
+    assert a.source.arrays["image"] is b.source.arrays["image"], "cached in-process"
+    with pytest.raises(ValueError, match="read-only"):
+        a.source[0]["image"][0, 0, 0] = 1
+    np.testing.assert_array_equal(
+        synthetic.class_counts(64, 0),
+        np.bincount(synthetic.make_faces(64, 0)["label"], minlength=7),
+    )
+    with pytest.raises(ValueError, match="seed"):
+        data.load("synthetic", "train", ml_collections.ConfigDict({"synthetic": {"seed": -1}}))
