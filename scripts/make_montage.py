@@ -1,6 +1,6 @@
 """Writes docs/img/synthetic_montage.png: 10 synthetic faces per class, with valence/arousal.
 
-    python scripts/make_montage.py [--out docs/img/synthetic_montage.png] [--seed 0]
+python scripts/make_montage.py [--out docs/img/synthetic_montage.png] [--seed 0]
 """
 
 import argparse

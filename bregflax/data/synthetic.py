@@ -110,12 +110,17 @@ def _affect(features: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return np.clip(valence, -1, 1).astype(np.float32), np.clip(arousal, -1, 1).astype(np.float32)
 
 
+def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Class labels drawn from the FER2013 prior (the generator's first draw)."""
+    return rng.choice(len(FER2013_CLASSES), size=n, p=CLASS_PRIOR).astype(np.int32)
+
+
 def make_faces(n: int, seed: int) -> dict[str, np.ndarray]:
     """``n`` faces from ``seed``: image uint8 (n, 48, 48, 1), label, valence, arousal, source_id."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    if n < 0 or seed < 0:
+        raise ValueError(f"n and seed must be >= 0, got n={n}, seed={seed}")
     rng = np.random.default_rng(seed)
-    labels = rng.choice(len(FER2013_CLASSES), size=n, p=CLASS_PRIOR).astype(np.int32)
+    labels = _labels(n, rng)
     features = CLASS_MEANS[labels] + rng.normal(0, 1, (n, len(FEATURES))) * FEATURE_JITTER
     features[:, 1] = np.clip(features[:, 1], 0, 1.2)
     features[:, 4] = np.clip(features[:, 4], 0.25, 1.8)
@@ -146,17 +151,29 @@ class ArraySource:
 
 @functools.lru_cache(maxsize=16)
 def _cached_faces(n: int, seed: int) -> dict[str, np.ndarray]:
-    return make_faces(n, seed)
+    """make_faces, generated once per process; read-only, since every load shares them."""
+    arrays = make_faces(n, seed)
+    for array in arrays.values():
+        array.setflags(write=False)
+    return arrays
+
+
+def class_counts(n: int, seed: int) -> np.ndarray:
+    """Label counts of ``make_faces(n, seed)``, without drawing the faces."""
+    labels = _labels(n, np.random.default_rng(seed))
+    return np.bincount(labels, minlength=len(FER2013_CLASSES))
 
 
 @SOURCES.register("synthetic")
 def load(split: str, config: ml_collections.ConfigDict) -> Split:
+    """Split ``split`` of ``config.synthetic`` (sizes, seed); each split has its own seed."""
     if split not in SPLIT_OFFSETS:
         raise ValueError(f"synthetic split must be one of {sorted(SPLIT_OFFSETS)}, got {split!r}")
     synthetic = config.get("synthetic", ml_collections.ConfigDict())
     seed = int(synthetic.get("seed", 0))
     size = lambda s: int(synthetic.get(f"num_{s}", DEFAULT_SIZES[s]))  # noqa: E731
+    if seed < 0:
+        raise ValueError(f"synthetic.seed must be >= 0, got {seed}")
     arrays = _cached_faces(size(split), 1000 * seed + SPLIT_OFFSETS[split])
-    train_labels = _cached_faces(size("train"), 1000 * seed)["label"]
-    counts = np.bincount(train_labels, minlength=len(FER2013_CLASSES))
+    counts = class_counts(size("train"), 1000 * seed)
     return Split(ArraySource(arrays), counts, FER2013_CLASSES)
