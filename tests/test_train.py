@@ -210,3 +210,19 @@ def test_missing_dataset_says_what_to_download(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Put them in" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mode, best", [("max", 2), ("min", 3)])
+def test_checkpoints_keep_the_latest_k_plus_the_best(tmp_path, mode, best):
+    config = tiny(DEMO, keep_checkpoints=3, best_mode=mode)
+    manager = train.checkpoint_manager(tmp_path, config)
+    accuracy = {1: 0.3, 2: 0.9, 3: 0.1, 4: 0.5, 5: 0.6, 6: 0.7}
+    for step, value in accuracy.items():
+        state = {"w": np.full(3, step, np.float32)}
+        manager.save(step, args=train.ocp.args.StandardSave(state), metrics={"val/accuracy": value})
+    manager.wait_until_finished()
+    assert sorted(manager.all_steps()) == sorted({best, 4, 5, 6})
+    assert manager.best_step() == best and manager.latest_step() == 6
+    assert train.resolve_checkpoint(manager, "best") == best
+    with pytest.raises(ValueError, match="saved steps"):
+        train.resolve_checkpoint(manager, "1")
