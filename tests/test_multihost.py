@@ -9,18 +9,9 @@ from pathlib import Path
 import jax
 import numpy as np
 from conftest import ROOT, load_config, tiny
-from test_train import _final_params, _losses, _main
+from test_train import TINY_ARGS, _final_params, _losses, _main
 
-ARGS = [
-    "--config=configs/demo.py",
-    "--config.data.synthetic.num_train=192",
-    "--config.data.synthetic.num_val=40",
-    "--config.batch_size=32",
-    "--config.eval_batch_size=32",
-    "--config.num_epochs=2",
-    "--config.log_every_steps=1",
-    "--config.progress_bar=False",
-]
+ARGS = ["--config=configs/demo.py", *TINY_ARGS]
 
 
 def _local(workdir: Path, *extra: str) -> None:

@@ -16,6 +16,16 @@ from conftest import ROOT, load_config, tiny
 from bregflax import train
 
 DEMO = load_config("configs/demo.py")
+# The command-line form of tiny(DEMO): 6 steps per epoch, 2 epochs.
+TINY_ARGS = [
+    "--config.data.synthetic.num_train=192",
+    "--config.data.synthetic.num_val=40",
+    "--config.batch_size=32",
+    "--config.eval_batch_size=32",
+    "--config.num_epochs=2",
+    "--config.log_every_steps=1",
+    "--config.progress_bar=False",
+]
 
 
 def _losses(workdir: Path, key: str = "train/loss") -> np.ndarray:
@@ -40,16 +50,7 @@ def _main(workdir: Path, *overrides: str, env: dict | None = None, wait: bool = 
         "--config=configs/demo.py",
         f"--workdir={workdir}",
     ]
-    cmd += [
-        "--config.data.synthetic.num_train=192",
-        "--config.data.synthetic.num_val=40",
-        "--config.batch_size=32",
-        "--config.eval_batch_size=32",
-        "--config.num_epochs=2",
-        "--config.log_every_steps=1",
-        "--config.progress_bar=False",
-        *overrides,
-    ]
+    cmd += [*TINY_ARGS, *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     if not wait:
         return subprocess.Popen(
