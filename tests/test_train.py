@@ -81,7 +81,8 @@ def test_four_devices_match_one_device(tmp_path):
     """Same global batch on 4 devices: global BatchNorm statistics and mean gradients.
 
     Only the order of float reductions differs. After one step the parameters agree to
-    float32 rounding; over later steps this small model's training amplifies rounding
+    float32 rounding (up to 2e-6 absolute on BatchNorm offsets, whose gradients are sums
+    that cancel to nearly 0); over later steps this small model's training amplifies rounding
     (about x10 per step at first: measured 3e-8 -> 1e-5 by step 4), so only the first two
     losses are compared tightly and the rest loosely. Per-device BatchNorm statistics would
     change the step-1 loss by 4e-3 relative (measured), 400x the tolerance.
@@ -96,7 +97,7 @@ def test_four_devices_match_one_device(tmp_path):
         _final_params(tmp_path / "one_step1", config),
         _final_params(tmp_path / "four_step1", config),
     )
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), p1, p4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5), p1, p4)
     one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
     assert len(one) == len(four) == 12
     np.testing.assert_allclose(four[:2], one[:2], rtol=1e-5)
