@@ -31,7 +31,8 @@ def test_two_processes_match_one_process(tmp_path):
     _main(tmp_path / "single", env=four)
     multi, single = _losses(tmp_path / "multi"), _losses(tmp_path / "single")
     assert len(multi) == len(single) == 12
-    np.testing.assert_allclose(multi[:2], single[:2], rtol=1e-5)
+    np.testing.assert_allclose(multi[0], single[0], rtol=1e-5)
+    np.testing.assert_allclose(multi[:2], single[:2], rtol=1e-4)
     np.testing.assert_allclose(multi, single, rtol=1e-2)  # see test_four_devices_match_one_device
     _local(tmp_path / "multi_step1", "--config.max_steps=1")
     _main(tmp_path / "single_step1", "--config.max_steps=1", env=four)

@@ -100,7 +100,8 @@ def test_four_devices_match_one_device(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5), p1, p4)
     one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
     assert len(one) == len(four) == 12
-    np.testing.assert_allclose(four[:2], one[:2], rtol=1e-5)
+    np.testing.assert_allclose(four[0], one[0], rtol=1e-5)
+    np.testing.assert_allclose(four[:2], one[:2], rtol=1e-4)
     np.testing.assert_allclose(four, one, rtol=1e-2)
     v1, v4 = _losses(tmp_path / "one", "val/loss"), _losses(tmp_path / "four", "val/loss")
     np.testing.assert_allclose(v4, v1, rtol=1e-2)
