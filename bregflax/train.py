@@ -283,7 +283,12 @@ def checkpoint_manager(
     policy = ocp.checkpoint_managers.AnyPreservationPolicy(
         [
             ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints),
-            ocp.checkpoint_managers.BestN(get_metric_fn=best_fn, reverse=mode == "min", n=1),
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=best_fn,
+                reverse=mode == "min",
+                n=1,
+                keep_checkpoints_without_metrics=False,  # mid-epoch saves: LatestN's alone
+            ),
         ]
     )
     options = ocp.CheckpointManagerOptions(

@@ -219,13 +219,14 @@ def test_missing_dataset_says_what_to_download(tmp_path):
 def test_checkpoints_keep_the_latest_k_plus_the_best(tmp_path, mode, best):
     config = tiny(DEMO, keep_checkpoints=3, best_mode=mode)
     manager = train.checkpoint_manager(tmp_path, config)
-    accuracy = {1: 0.3, 2: 0.9, 3: 0.1, 4: 0.5, 5: 0.6, 6: 0.7}
+    accuracy = {1: 0.3, 2: 0.9, 3: 0.1, 4: None, 5: 0.5, 6: 0.6, 7: 0.7}  # 4: mid-epoch save
     for step, value in accuracy.items():
         state = {"w": np.full(3, step, np.float32)}
-        manager.save(step, args=train.ocp.args.StandardSave(state), metrics={"val/accuracy": value})
+        metrics = None if value is None else {"val/accuracy": value}
+        manager.save(step, args=train.ocp.args.StandardSave(state), metrics=metrics)
     manager.wait_until_finished()
-    assert sorted(manager.all_steps()) == sorted({best, 4, 5, 6})
-    assert manager.best_step() == best and manager.latest_step() == 6
+    assert sorted(manager.all_steps()) == sorted({best, 5, 6, 7})
+    assert manager.best_step() == best and manager.latest_step() == 7
     assert train.resolve_checkpoint(manager, "best") == best
     with pytest.raises(ValueError, match="saved steps"):
         train.resolve_checkpoint(manager, "1")
