@@ -33,6 +33,12 @@ def _losses(workdir: Path, key: str = "train/loss") -> np.ndarray:
     return np.array([r[key] for r in lines if key in r])
 
 
+def assert_close_to_scale(a: np.ndarray, b: np.ndarray, rel: float = 1e-4) -> None:
+    """Equal within ``rel`` of the array's largest magnitude: rounding of gradient sums that
+    cancel (BatchNorm offsets, early H3 blocks) may move single elements by ~1e-5."""
+    np.testing.assert_allclose(b, a, rtol=0, atol=rel * float(np.abs(a).max()) + 1e-7)
+
+
 def _final_params(workdir: Path, config) -> dict:
     parallel = train.Parallel.over_all_devices()
     model = train.build_model(config)
@@ -80,12 +86,12 @@ def test_same_seed_same_run_and_it_learns(tmp_path):
 def test_four_devices_match_one_device(tmp_path):
     """Same global batch on 4 devices: global BatchNorm statistics and mean gradients.
 
-    Only the order of float reductions differs. After one step the parameters agree to
-    float32 rounding (up to 2e-6 absolute on BatchNorm offsets, whose gradients are sums
-    that cancel to nearly 0); over later steps this small model's training amplifies rounding
-    (about x10 per step at first: measured 3e-8 -> 1e-5 by step 4), so only the first two
-    losses are compared tightly and the rest loosely. Per-device BatchNorm statistics would
-    change the step-1 loss by 4e-3 relative (measured), 400x the tolerance.
+    Only the order of float reductions differs. The step-1 loss and gradient norm agree to
+    float32 rounding, and so do the parameters after one step, up to 1e-4 of each array's
+    scale (gradient sums that cancel can move single elements by ~1e-5). Later steps
+    amplify rounding (about x10 per step at first: 3e-8 -> 1e-5 by step 4, measured), so
+    the rest of the curve is compared loosely. Per-device BatchNorm statistics would change
+    the step-1 loss by 4e-3 relative (measured), 400x its tolerance.
     """
     four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     _main(tmp_path / "one")
@@ -97,7 +103,12 @@ def test_four_devices_match_one_device(tmp_path):
         _final_params(tmp_path / "one_step1", config),
         _final_params(tmp_path / "four_step1", config),
     )
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5), p1, p4)
+    jax.tree.map(assert_close_to_scale, p1, p4)
+    grad1, grad4 = (
+        _losses(tmp_path / "one", "train/grad_norm"),
+        _losses(tmp_path / "four", "train/grad_norm"),
+    )
+    np.testing.assert_allclose(grad4[0], grad1[0], rtol=1e-4)
     one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
     assert len(one) == len(four) == 12
     np.testing.assert_allclose(four[0], one[0], rtol=1e-5)
