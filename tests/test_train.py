@@ -34,9 +34,10 @@ def _losses(workdir: Path, key: str = "train/loss") -> np.ndarray:
 
 
 def assert_close_to_scale(a: np.ndarray, b: np.ndarray, rel: float = 1e-4) -> None:
-    """Equal within ``rel`` of the array's largest magnitude: rounding of gradient sums that
-    cancel (BatchNorm offsets, early H3 blocks) may move single elements by ~1e-5."""
-    np.testing.assert_allclose(b, a, rtol=0, atol=rel * float(np.abs(a).max()) + 1e-7)
+    """Equal within ``rel`` of the array's largest magnitude plus 1e-5: rounding of gradient
+    sums that cancel (BatchNorm offsets, early H3 blocks) moves single elements of a first
+    update by up to ~2e-5 (measured), against parameters of order 0.1."""
+    np.testing.assert_allclose(b, a, rtol=0, atol=rel * float(np.abs(a).max()) + 1e-5)
 
 
 def _final_params(workdir: Path, config) -> dict:
