@@ -40,6 +40,12 @@ def tiny(config: ml_collections.ConfigDict, **overrides) -> ml_collections.Confi
     return config
 
 
+def data_config(tmp_path: Path, **values) -> ml_collections.ConfigDict:
+    """A ``config.data`` for dataset builders: raw files in tmp/raw, builds in tmp/tfds."""
+    base = {"data_dir": str(tmp_path / "tfds"), "manual_dir": str(tmp_path / "raw")}
+    return ml_collections.ConfigDict({**base, "strict": False, **values})
+
+
 @pytest.fixture
 def fer2013_dir() -> Path:
     if not (FER2013_DIR / "train.npz").exists():

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
+from conftest import data_config
 
 from bregflax import data
 from bregflax.data import aff_wild, build_report
@@ -16,17 +16,8 @@ BOX = (16, 12, 24, 24)
 
 
 def make_config(tmp_path, **overrides):
-    values = dict(
-        data_dir=str(tmp_path / "tfds"),
-        manual_dir=str(tmp_path / "raw"),
-        image_size=16,
-        channels=3,
-        strict=False,
-        aff_wild_stride=3,
-        aff_wild_val_fraction=0.34,
-    )
-    values.update(overrides)
-    return ml_collections.ConfigDict(values)
+    defaults = dict(image_size=16, channels=3, aff_wild_stride=3, aff_wild_val_fraction=0.34)
+    return data_config(tmp_path, **{**defaults, **overrides})
 
 
 def write_video(path, frames=12, box=BOX):

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
+from conftest import data_config
 
 from bregflax import data
 from bregflax.data import affectnet, build_report
@@ -17,16 +17,8 @@ HEADER = ",".join(affectnet.COLUMNS)
 
 
 def make_config(tmp_path, **overrides):
-    values = dict(
-        data_dir=str(tmp_path / "tfds"),
-        manual_dir=str(tmp_path / "raw"),
-        image_size=16,
-        channels=3,
-        strict=False,
-        affectnet_holdout_fraction=0.25,
-    )
-    values.update(overrides)
-    return ml_collections.ConfigDict(values)
+    defaults = dict(image_size=16, channels=3, affectnet_holdout_fraction=0.25)
+    return data_config(tmp_path, **{**defaults, **overrides})
 
 
 def write_face(path, box=BOX, shape=(100, 120)):

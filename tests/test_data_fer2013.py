@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
+from conftest import data_config
 
 from bregflax import data
 from bregflax.data import build_report, fer2013
@@ -17,15 +17,7 @@ FER2013_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 
 
 def make_config(tmp_path, **overrides):
-    values = dict(
-        data_dir=str(tmp_path / "tfds"),
-        manual_dir=str(tmp_path / "raw"),
-        image_size=48,
-        channels=1,
-        strict=False,
-    )
-    values.update(overrides)
-    return ml_collections.ConfigDict(values)
+    return data_config(tmp_path, **{**dict(image_size=48, channels=1), **overrides})
 
 
 def pixels(seed):

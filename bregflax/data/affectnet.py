@@ -359,8 +359,7 @@ def builder(config: ml_collections.ConfigDict, task: str = "cat8") -> Affectnet:
 def _loader(source: str):
     def load(split: str, config: ml_collections.ConfigDict) -> Split:
         b = builder(config, SOURCE_TASKS[source])
-        tfds_base.prepare(b, tfds_base.manual_dir(config, NAME), detect, INSTRUCTIONS)
-        return tfds_base.open_split(b, split)
+        return tfds_base.load_split(b, config, NAME, detect, INSTRUCTIONS, split)
 
     load.__doc__ = f"AffectNet {SOURCE_TASKS[source]} ``split`` (train, holdout or val)."
     return load

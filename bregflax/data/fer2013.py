@@ -211,6 +211,4 @@ def builder(config: ml_collections.ConfigDict) -> Fer2013:
 @SOURCES.register(NAME)
 def load(split: str, config: ml_collections.ConfigDict) -> Split:
     """FER2013 ``split`` (train, val or test), prepared on first use."""
-    b = builder(config)
-    tfds_base.prepare(b, tfds_base.manual_dir(config, NAME), detect, INSTRUCTIONS)
-    return tfds_base.open_split(b, split)
+    return tfds_base.load_split(builder(config), config, NAME, detect, INSTRUCTIONS, split)

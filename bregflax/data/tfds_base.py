@@ -242,6 +242,19 @@ def prepare(
     )
 
 
+def load_split(
+    builder: FaceBuilder,
+    config: ml_collections.ConfigDict,
+    name: str,
+    detect: Callable[[Path], str | None],
+    instructions: str,
+    split: str,
+) -> Split:
+    """Prepares ``builder`` from ``config``'s manual folder on first use, then opens ``split``."""
+    prepare(builder, manual_dir(config, name), detect, instructions)
+    return open_split(builder, split)
+
+
 def open_split(builder: FaceBuilder, split: str, train_split: str = "train") -> Split:
     """The prepared ``split`` with the training-split class counts from the build report."""
     report = builder.info.metadata.get("build_report") or build_report.read(builder.data_dir)
