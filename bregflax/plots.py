@@ -220,3 +220,18 @@ def loss_curves_png(runs, path, title: str = "Training and validation loss") -> 
     if len(empty) < len(runs):
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def metric_vs_png(series: Mapping[str, Sequence], path, xlabel: str, title: str) -> Path:
+    """One line per name in ``series`` (name -> [(x, y), ...]), e.g. accuracy against depth."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(series.items()):
+        xs, ys = zip(*sorted(points), strict=True) if points else ((), ())
+        ax.plot(xs, ys, marker="o", color=f"C{i % 10}", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,43 @@
+"""The ``bregflax`` command: ``bregflax {train,evaluate,predict,reproduce,export} ...``.
+
+Each subcommand runs its module's own command line, so ``bregflax train --config=...``
+is ``python -m bregflax.main --config=...`` and so on; ``bregflax SUB --help`` lists flags.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "train": ("bregflax.main", "train a model: --config=configs/X.py --workdir=DIR"),
+    "evaluate": ("bregflax.evaluate", "every metric of a run's checkpoint on a split"),
+    "predict": ("bregflax.predict", "expressions of the faces in photos and videos"),
+    "reproduce": ("bregflax.reproduce", "a table or figure of the paper: --table=N"),
+    "export": ("bregflax.export", "serialize a model with jax.export for a jax-only runtime"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: bregflax COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"bregflax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    module = COMMANDS[command][0]
+    sys.argv = [f"bregflax {command}", *rest]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""``bregflax export --workdir DIR --out model.bin``: the inference function as StableHLO.
+
+The file runs with :mod:`bregflax.runtime` (jax only). Its input is uint8 face crops
+(n, S, S, C) with a symbolic batch n; its outputs are the Predictor's ``probs`` and ``va``.
+It is lowered for CPU, CUDA and TPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax import export
+
+import bregflax
+from bregflax import predict, runtime
+
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def export_predictor(predictor: predict.Predictor, platforms: Sequence[str] = PLATFORMS) -> bytes:
+    """The predictor's forward pass, weights included, serialized with its header."""
+    fn = jax.jit(
+        functools.partial(
+            predict.forward, predictor.model, predictor.variables, flip=predictor.flip
+        )
+    )
+    (batch,) = export.symbolic_shape("n")
+    shape = (batch, predictor.image_size, predictor.image_size, predictor.channels)
+    exported = export.export(fn, platforms=tuple(platforms))(jax.ShapeDtypeStruct(shape, jnp.uint8))
+    header = {
+        "format": "bregflax-export",
+        "bregflax": bregflax.__version__,
+        "jax": jax.__version__,
+        "class_names": list(predictor.class_names),
+        "image_size": predictor.image_size,
+        "channels": predictor.channels,
+        "input": "uint8 face crops (n, S, S, C), scaled in the model to [-1, 1]",
+        "flip": predictor.flip,
+        "outputs": sorted(exported.out_tree.unflatten(range(exported.out_tree.num_leaves))),
+        "platforms": list(exported.platforms),
+        "source": predictor.info,
+    }
+    return runtime.pack(header, bytes(exported.serialize()))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bregflax export", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a training run")
+    src.add_argument("--model", help="a shipped model name, e.g. fer2013")
+    p.add_argument("--checkpoint", default="best", help="with --workdir: best | latest | STEP")
+    p.add_argument("--out", required=True, help="output file, e.g. model.bin")
+    p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma-separated")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        predictor = (
+            predict.Predictor.from_workdir(args.workdir, args.checkpoint)
+            if args.workdir
+            else predict.Predictor.from_pretrained(args.model)
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    blob = export_predictor(predictor, [p for p in args.platforms.split(",") if p])
+    Path(args.out).write_bytes(blob)
+    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.runtime")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
