@@ -6,7 +6,8 @@
 Evaluates the best checkpoint on val (every metric, ``DIR/eval/``) and writes
 ``bregflax/weights/<name>/``: ``params.msgpack`` (params and BatchNorm statistics),
 ``config.json``, ``meta.json`` (class names, val metrics, the training command, time and
-hardware) and the evaluation's ``val_table.md`` / ``val_per_class.md``.
+hardware), and ``val_table.md`` / ``val_per_class.md`` for the model as shipped (``--flip``:
+each face averaged with its mirror image).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,22 +24,33 @@ from flax import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bregflax import evaluate, plots, predict, train  # noqa: E402
+from bregflax import data as data_lib  # noqa: E402
+from bregflax import evaluate, plots, predict, report, train  # noqa: E402
 
 LIMIT_BYTES = 10 * 2**20
 
 
 def training_time(workdir: Path) -> dict:
-    """Wall time from config.json to the last metrics line, and time in train steps."""
+    """Hours spent in train steps, from the images/s logged over the whole run (resumes too)."""
     records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
     rates = [(r["step"], r["train/images_per_sec"]) for r in records if "train/images_per_sec" in r]
-    config = train.load_config(workdir)
-    steps_time, last = 0.0, 0
-    for step, rate in rates:
-        steps_time += (step - last) * config.batch_size / rate
+    batch = train.load_config(workdir).batch_size
+    seconds, last = 0.0, 0
+    for step, rate in sorted(rates):
+        seconds += (step - last) * batch / rate
         last = step
-    wall = (workdir / "metrics.jsonl").stat().st_mtime - (workdir / "config.json").stat().st_mtime
-    return {"wall_hours": round(wall / 3600, 3), "train_step_hours": round(steps_time / 3600, 3)}
+    return {"train_step_hours": round(seconds / 3600, 3), "steps": last}
+
+
+def shipped_scores(config, variables, names, flip: bool) -> dict:
+    """Every metric on val of the model as shipped (with or without mirror averaging)."""
+    source = data_lib.load(config.data.source, "val", config.data).source
+    records = [source[i] for i in range(len(source))]
+    predictor = predict.Predictor.from_config(config, variables, flip=flip)
+    probs = predictor.predict_faces(predictor.preprocess([r["image"] for r in records]))["probs"]
+    labels = np.array([r["label"] for r in records], np.int32)
+    ids = np.array([str(r.get("source_id", i)) for i, r in enumerate(records)])
+    return evaluate.score({"probs": probs, "label": labels, "source_id": ids}, names, 200)
 
 
 def main() -> None:
@@ -48,10 +59,13 @@ def main() -> None:
     p.add_argument("--name", default="fer2013")
     p.add_argument("--command", required=True, help="the command that trained the run")
     p.add_argument("--hardware", default="", help="where it trained (default: this machine)")
+    p.add_argument("--flip", action="store_true", help="ship with mirror-image averaging")
     args = p.parse_args()
-    scores = evaluate.evaluate_workdir(args.workdir, "val", "best")
+    single = evaluate.evaluate_workdir(args.workdir, "val", "best")
     config, state, step = train.load_trained(args.workdir, "best")
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    names = predict.class_names(config)
+    scores = shipped_scores(config, variables, names, args.flip)
     out = predict.PRETRAINED_DIR / args.name
     out.mkdir(parents=True, exist_ok=True)
     blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
@@ -59,11 +73,15 @@ def main() -> None:
         raise SystemExit(f"weights are {len(blob) / 2**20:.1f} MiB, over the 10 MiB limit")
     (out / "params.msgpack").write_bytes(blob)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    for name in ("val_table.md", "val_per_class.md"):
-        shutil.copy(args.workdir / "eval" / name, out / name)
+    view = "each face and its mirror image, averaged" if args.flip else "each face once"
+    title = f"# val (PublicTest, 3,589 faces), checkpoint step {step}, {view}\n\n"
+    table = report.categorical_table(scores["categorical"], scores["skew_normalized"])
+    (out / "val_table.md").write_text(title + table + "\n")
+    (out / "val_per_class.md").write_text(report.per_class_table(scores["per_class"]) + "\n")
     cat, skew = scores["categorical"], scores["skew_normalized"]
     meta = {
-        "class_names": list(predict.class_names(config)),
+        "class_names": list(names),
+        "flip": args.flip,
         "model": config.model.name,
         "params": int(sum(np.size(x) for x in jax.tree.leaves(variables["params"]))),
         "trained_on": "FER2013 Training split (28,709 faces); checkpoint chosen on PublicTest",
@@ -77,6 +95,8 @@ def main() -> None:
             "accuracy": cat["accuracy"],
             "skew_normalized": skew,
             "categorical": cat,
+            "per_class": scores["per_class"],
+            "accuracy_without_flip": single["categorical"]["accuracy"],
         },
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=float) + "\n")

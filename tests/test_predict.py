@@ -106,7 +106,7 @@ def test_shipped_model_on_real_fer2013_val(shipped, fer2013_dir):
     val = np.load(fer2013_dir / "val.npz")
     out = shipped.predict(val["images"])
     accuracy = float((out["label"] == val["labels"]).mean())
-    assert accuracy >= 0.66  # the shipped model scores higher (meta.json); fer's ~66%
+    assert accuracy >= 0.675  # shipped: 0.684 (meta.json); fer reports ~66%
     assert accuracy == pytest.approx(shipped.info["val"]["accuracy"], abs=1e-3)
 
 
