@@ -2,13 +2,14 @@
 
 python benchmarks/throughput.py [--models BReGNetCPU,BReGNet39,ResNet110]
     [--dtypes float32,bfloat16] [--batches 64,128,256] [--repeats 3] [--quick]
-    [--compare-torch] [--json PATH]
+    [--convs xla,materialized] [--compare-torch] [--json PATH]
 
 Train: ``train.jit_train_step``, the very step that training runs, on a random batch
 already on the device. Inference: the jitted eval-mode forward at ``--infer-batch``.
 Each is warmed up once (that first call, compile included, is the "compile" time; it
 is reported minus one median step), then timed ``--repeats`` times with
-``block_until_ready``; images/s is batch / median step time.
+``block_until_ready``; images/s is batch / median step time. ``--convs`` times the train
+step once per conv implementation (bregflax/conv.py), interleaved, one row each.
 
 ``--compare-torch`` runs the same network in PyTorch (benchmarks/torch_reference.py,
 float32, 2 threads, NCHW and channels_last) through the same harness, interleaving its
@@ -39,8 +40,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bregflax import conv, train  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
-from bregflax import train  # noqa: E402
 from bregflax.data import pipeline  # noqa: E402
 from configs import default  # noqa: E402
 
@@ -55,9 +56,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def make_config(model: str, dtype: str, batch: int):
+def make_config(model: str, dtype: str, batch: int, conv_impl: str = "auto"):
     config = default.get_config()
     config.model.name = model
+    config.model.conv_impl = conv_impl
     config.half_precision = dtype == "bfloat16"
     config.batch_size = batch
     config.data.source = "synthetic"
@@ -108,8 +110,10 @@ def time_interleaved(runners: list[Runner], repeats: int) -> dict[str, dict]:
     return {r.name: r.result() for r in runners}
 
 
-def jax_train_runner(model_name: str, dtype: str, batch: int, seed: int = 0) -> Runner:
-    config = make_config(model_name, dtype, batch)
+def jax_train_runner(
+    model_name: str, dtype: str, batch: int, seed: int = 0, conv_impl: str = "auto"
+) -> Runner:
+    config = make_config(model_name, dtype, batch, conv_impl)
     parallel = train.Parallel.over_all_devices()
     model = train.build_model(config)
     state = train.create_train_state(jax.random.key(seed), config, model, steps_per_epoch=100)
@@ -129,7 +133,7 @@ def jax_train_runner(model_name: str, dtype: str, batch: int, seed: int = 0) -> 
         holder["state"], metrics = step_fn(holder["state"], device_batch, None)
         jax.block_until_ready((holder["state"], metrics))
 
-    return Runner("jax", step, batch)
+    return Runner(f"jax:{conv_impl}", step, batch)
 
 
 def jax_infer_runner(model_name: str, dtype: str, batch: int, seed: int = 0):
@@ -230,12 +234,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pipeline-examples", type=int, default=8000)
     parser.add_argument("--compare-torch", action="store_true")
     parser.add_argument("--json", default="", help="write every figure to this file")
+    parser.add_argument(
+        "--convs",
+        default="auto",
+        help="conv implementations to time side by side in training (bregflax/conv.py), "
+        "e.g. xla,materialized",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.dtypes, args.repeats = "64", "float32", 3
     args.models = [m for m in args.models.split(",") if m]
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.batches = [int(b) for b in args.batches.split(",") if b]
+    args.convs = [c for c in args.convs.split(",") if c]
+    for c in args.convs:
+        if c != "auto" and c not in conv.CONVS:
+            parser.error(f"unknown conv {c!r}; choose from auto, {', '.join(conv.CONVS.names())}")
     for m in args.models:
         if m not in MODELS:
             parser.error(f"unknown model {m!r}; choose from {MODELS}")
@@ -247,8 +261,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _row(model: str, dtype: str, mode: str, batch: int, timings: dict) -> dict:
-    row = {"model": model, "dtype": dtype, "mode": mode, "batch": batch, **timings["jax"]}
+def _row(
+    model: str, dtype: str, mode: str, batch: int, timings: dict, jax_key: str = "jax"
+) -> dict:
+    impl = jax_key.partition(":")[2] or "auto"
+    row = {"model": model, "dtype": dtype, "mode": mode, "batch": batch, "conv": impl}
+    row.update(timings[jax_key])
     torch_ips = {}
     for layout in TORCH_LAYOUTS:
         if f"torch_{layout}" in timings:
@@ -267,7 +285,7 @@ def _fmt(x, spec: str = ".1f") -> str:
 
 def format_table(rows: list[dict]) -> str:
     header = (
-        "| model | dtype | mode | batch | JAX img/s | compile s "
+        "| model | dtype | mode | batch | conv | JAX img/s | compile s "
         "| torch NCHW img/s | torch CL img/s | JAX/torch |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -275,7 +293,7 @@ def format_table(rows: list[dict]) -> str:
         nchw = r.get("torch_nchw", {}).get("images_per_s")
         cl = r.get("torch_channels_last", {}).get("images_per_s")
         lines.append(
-            f"| {r['model']} | {r['dtype']} | {r['mode']} | {r['batch']} "
+            f"| {r['model']} | {r['dtype']} | {r['mode']} | {r['batch']} | {r['conv']} "
             f"| {_fmt(r['images_per_s'])} | {_fmt(r['compile_s'], '.2f')} "
             f"| {_fmt(nchw)} | {_fmt(cl)} | {_fmt(r.get('jax_over_torch'), '.2f')} |"
         )
@@ -322,14 +340,17 @@ def run(args: argparse.Namespace) -> dict:
                 results["rows"].append(row)
                 print(format_table([row]).splitlines()[-1], flush=True)
             for batch in args.batches:
-                runners = [jax_train_runner(model_name, dtype, batch)]
+                runners = [
+                    jax_train_runner(model_name, dtype, batch, conv_impl=c) for c in args.convs
+                ]
                 if torch_too:
                     _, flax_model, variables = jax_infer_runner(model_name, "float32", 1)
                     runners += torch_runners(flax_model, variables, batch, "train")
                 timings = time_interleaved(runners, args.repeats)
-                row = _row(model_name, dtype, "train", batch, timings)
-                results["rows"].append(row)
-                print(format_table([row]).splitlines()[-1], flush=True)
+                for c in args.convs:
+                    row = _row(model_name, dtype, "train", batch, timings, f"jax:{c}")
+                    results["rows"].append(row)
+                    print(format_table([row]).splitlines()[-1], flush=True)
                 del runners
     if not args.no_pipeline:
         results["pipeline"] = pipeline_throughput(args.pipeline_examples)

@@ -7,6 +7,14 @@ the forward conv, the input gradient, the weight gradient (dW), a bare ``jnp.tra
 x into the (C, S, S, N) order that XLA's dW convolution reads, and numpy's copy of the same
 transpose. It prints the transposes XLA compiled into the dW program (from the optimized
 HLO) with their shapes, and the effective bandwidth of each transpose. Only jax and numpy.
+
+The last two rows time the gradient (with respect to the conv weights and BatchNorm scales
+and offsets) of ``--blocks`` residual blocks x <- relu(x + BN(conv(relu(BN(conv(x)))))) at the
+same shape: as XLA compiles it, and with each conv input forced into a buffer of its own in
+the backward pass (a while loop that XLA cannot see through, as bregflax's
+``model.conv_impl="materialized"`` does; ``lax.optimization_barrier`` is expanded away on CPU
+before fusion). Without the buffer XLA recomputes the conv input (BatchNorm and ReLU of the
+previous conv's output) inside the transpose that feeds each weight-gradient convolution.
 """
 
 from __future__ import annotations
@@ -25,6 +33,17 @@ def conv(x, w):
     return jax.lax.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
+
+
+def own_buffer(x):
+    """x, through a while loop that runs zero times (unless x[0] is NaN: once, unchanged)."""
+    first = x.reshape(-1)[0]
+
+    def body(carry):
+        i, y = carry
+        return i + 1, jax.lax.dynamic_update_slice(y, y[:1, :1, :1, :1], (0, 0, 0, 0))
+
+    return jax.lax.while_loop(lambda c: c[0] < (first != first), body, (0, x))[1]
 
 
 def median_ms(fn, *args, repeats: int) -> float:
@@ -50,6 +69,7 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--blocks", type=int, default=6, help="residual blocks in the last rows")
     args = p.parse_args(argv)
     n, s, c = args.batch, args.size, args.channels
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
@@ -61,6 +81,35 @@ def main(argv=None) -> None:
     dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
     dw = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
     transpose = jax.jit(lambda x: jnp.transpose(x, (3, 1, 2, 0)))
+
+    @jax.custom_vjp
+    def conv_own_buffer(y, w):
+        return conv(y, w)
+
+    conv_own_buffer.defvjp(
+        lambda y, w: (conv(y, w), (y, w)),
+        lambda res, g: jax.vjp(conv, own_buffer(res[0]), res[1])[1](g),
+    )
+
+    def batch_norm(z, scale_offset):
+        mean = z.mean((0, 1, 2))
+        var = ((z - mean) ** 2).mean((0, 1, 2))
+        return (z - mean) * jax.lax.rsqrt(var + 1e-5) * scale_offset[0] + scale_offset[1]
+
+    def blocks(params, x, conv_fn):
+        ws, bns = params
+        for i in range(0, len(ws), 2):
+            y = jax.nn.relu(batch_norm(conv_fn(x, ws[i]), bns[i]))
+            x = jax.nn.relu(x + batch_norm(conv_fn(y, ws[i + 1]), bns[i + 1]))
+        return jnp.sum(x**2)
+
+    keys = jax.random.split(kw, 2 * args.blocks)
+    params = (
+        [jax.random.normal(k, (3, 3, c, c)) * (2 / (9 * c)) ** 0.5 for k in keys],
+        [(jnp.ones(c), jnp.zeros(c))] * (2 * args.blocks),
+    )
+    stack = jax.jit(jax.grad(lambda p, x: blocks(p, x, conv)))
+    stack_own = jax.jit(jax.grad(lambda p, x: blocks(p, x, conv_own_buffer)))
     x_np = np.asarray(x)
     mb = x.size * 4 / 1e6
     rows = [
@@ -68,6 +117,8 @@ def main(argv=None) -> None:
         ("input gradient (dx)", median_ms(dx, x, w, g, repeats=args.repeats)),
         ("weight gradient (dW)", median_ms(dw, x, w, g, repeats=args.repeats)),
         ("jnp.transpose NHWC->CHWN", median_ms(transpose, x, repeats=args.repeats)),
+        (f"grad of {args.blocks} blocks", median_ms(stack, params, x, repeats=args.repeats)),
+        ("  ... inputs in own buffers", median_ms(stack_own, params, x, repeats=args.repeats)),
         (
             "numpy transpose copy",
             median_ms(
@@ -83,6 +134,9 @@ def main(argv=None) -> None:
         print(f"{name:<28} {ms:8.2f} ms{extra}")
     print("\ntransposes and copies in XLA's compiled dW program:")
     for line in transposes_in(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0], x, w, g):
+        print("  " + line)
+    print("\n... and the first in the gradient of the blocks, with BN and ReLU fused in:")
+    for line in transposes_in(jax.grad(lambda p, x: blocks(p, x, conv)), params, x)[:4]:
         print("  " + line)
 
 

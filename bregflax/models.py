@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from bregflax import conv as convs
 from bregflax import shortcuts
 from bregflax.registry import Registry
 
@@ -73,6 +74,7 @@ class BReGNet(nn.Module):
     num_classes: int = 7
     head: str = "classes"
     zero_init_residual: bool = False
+    conv_impl: str = "auto"  # a name in bregflax.conv.CONVS, or "auto" (by platform)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -81,7 +83,13 @@ class BReGNet(nn.Module):
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if len(self.stage_sizes) != len(self.widths):
             raise ValueError("stage_sizes and widths must have the same length")
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding="SAME")
+        conv = functools.partial(
+            nn.Conv,
+            use_bias=False,
+            dtype=self.dtype,
+            padding="SAME",
+            conv_general_dilated=convs.get(self.conv_impl),
+        )
         norm = functools.partial(
             nn.BatchNorm,
             use_running_average=not train,

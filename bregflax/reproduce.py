@@ -75,12 +75,13 @@ def load_config(config_file: str, arg: str, configs_dir: Path = CONFIGS_DIR):
 
 
 def _comparable(config: dict) -> dict:
-    """A config without the fields that do not change the experiment (paths, logging)."""
+    """A config without the fields that do not change the experiment (paths, logging, conv)."""
     config = json.loads(json.dumps(config))
     for key in ("data_dir", "manual_dir", "num_threads"):
         config.get("data", {}).pop(key, None)
     for key in ("progress_bar", "log_every_steps", "multihost"):
         config.pop(key, None)
+    config.get("model", {}).pop("conv_impl", None)  # same values and gradients
     return config
 
 

@@ -84,6 +84,20 @@ def test_same_seed_same_run_and_it_learns(tmp_path):
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_conv_implementations_train_the_same_curve(tmp_path):
+    """``model.conv_impl`` changes how XLA:CPU schedules the weight gradient, not the math:
+    the same losses, gradient norms and val losses (bit-identical when measured; float
+    rounding is allowed for)."""
+    curves = {}
+    for impl in ("xla", "materialized"):
+        train.train_and_evaluate(tiny(DEMO, **{"model.conv_impl": impl}), tmp_path / impl)
+        curves[impl] = [_losses(tmp_path / impl, k) for k in ("train/loss", "train/grad_norm")]
+        curves[impl].append(_losses(tmp_path / impl, "val/loss"))
+    for xla, ours in zip(curves["xla"], curves["materialized"], strict=True):
+        assert len(xla) > 1
+        np.testing.assert_allclose(ours, xla, rtol=1e-5)
+
+
 def test_four_devices_match_one_device(tmp_path):
     """Same global batch on 4 devices: global BatchNorm statistics and mean gradients.
 
