@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bregflax.registry import Registry
 
@@ -62,6 +63,53 @@ def _half_log_one_plus_square(x: Array) -> Array:
     return jnp.where(big, large, 0.5 * jnp.log1p(small_x * small_x))
 
 
+# atan(t) = t + t^3 P(t^2) for |t| <= 0.66, P a least-squares fit of (atan(t)/t - 1)/t^2 on
+# Chebyshev nodes (float64), rounded to float32.
+_ATAN_P = (-0.3333321809768677, 0.19994720816612244, -0.14203733205795288, 0.1050814688205719)
+_ATAN_P += (-0.06720489263534546, 0.02475668676197529)
+_PI_2 = np.float32(np.pi / 2)
+_PI_4 = np.float32(np.pi / 4)
+_PI_2_LO = np.float32(np.pi / 2 - np.float64(_PI_2))  # what float32 pi/2 leaves out
+_PI_4_LO = np.float32(np.pi / 4 - np.float64(_PI_4))
+
+
+def _atan_float32(x: Array) -> Array:
+    """atan by range reduction to |t| <= 0.66 and a polynomial: within 0.9 ulp in float32.
+
+    |x| > 1 + sqrt(2): pi/2 + atan(-1/|x|); 0.66 < |x| <= 1 + sqrt(2): pi/4 + atan(t) with
+    t = (|x| - 1)/(|x| + 1); pi/2 and pi/4 are added as float32 head plus tail so the
+    cancellation near the interval edges stays exact.
+    """
+    a = jnp.abs(x)
+    big = a > 1 + math.sqrt(2)
+    mid = a > 0.66
+    t = jnp.where(big, -1.0 / jnp.where(big, a, 1.0), jnp.where(mid, (a - 1.0) / (a + 1.0), a))
+    head = jnp.where(big, _PI_2, jnp.where(mid, _PI_4, np.float32(0)))
+    tail = jnp.where(big, _PI_2_LO, jnp.where(mid, _PI_4_LO, np.float32(0)))
+    z = t * t
+    poly = functools.reduce(lambda acc, c: acc * z + c, _ATAN_P[-2::-1], _ATAN_P[-1])
+    return jnp.copysign(head + (t + (t * z * poly + tail)), x)
+
+
+@jax.custom_jvp
+def atan(x: Array) -> Array:
+    """arctan, with derivative 1 / (1 + x^2), for the h2 and h3 maps.
+
+    On XLA:CPU ``jnp.arctan`` takes 45 ms for 4.7M float32 values on this project's 2-core
+    CPU, against 1.3 ms for this form (docs/performance.md). In float32 this is a
+    polynomial within 0.9 ulp of the true value (jnp.arctan: 0.8 ulp); other dtypes use
+    ``jnp.arctan``.
+    """
+    x = jnp.asarray(x)
+    return _atan_float32(x) if x.dtype == jnp.float32 else jnp.arctan(x)
+
+
+@atan.defjvp
+def _atan_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return atan(x), t / (1 + x * x)
+
+
 @SHORTCUTS.register("identity")
 def identity(x: Array) -> Array:
     """H(x) = x, the ResNet shortcut. H'(x) = 1: not bounded below 1, which is the point."""
@@ -93,13 +141,13 @@ def h1(x: Array) -> Array:
 @jax.custom_jvp
 def _h2(x: Array) -> Array:
     ax = jnp.abs(x)
-    return ax * jnp.arctan(ax) - _half_log_one_plus_square(x)
+    return ax * atan(ax) - _half_log_one_plus_square(x)
 
 
 @_h2.defjvp
 def _h2_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    return _h2(x), jnp.arctan(x) * t
+    return _h2(x), atan(x) * t
 
 
 @SHORTCUTS.register("h2")
@@ -119,12 +167,12 @@ def h2(x: Array) -> Array:
 def h3(x: Array) -> Array:
     """H3(x) = atan(x), the paper's best map.
 
-    H3'(x) = 1 / (1 + x^2), in (0, 1]; jax's own derivative of atan. Evaluated in float32
+    H3'(x) = 1 / (1 + x^2), in (0, 1], as jax differentiates atan. Evaluated in float32
     (float16 inputs are upcast), 1 + x^2 overflows only past |x| ~ 1.8e19, where the true
     derivative (< 3e-39) is below float32's smallest normal number and XLA flushes it to 0
     anyway. In float16 itself it would overflow past 256 and lose the derivative's tail.
     """
-    return jnp.arctan(x)
+    return atan(x)
 
 
 def get(name: str) -> ShortcutFn:
