@@ -30,9 +30,11 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bregflax import data as data_lib
-from bregflax import losses, models
+from bregflax import losses, models, xla_cpu
 from bregflax.data import pipeline
 from bregflax.logger import MetricLogger
+
+xla_cpu.apply()  # before jax's first computation: XLA reads its flags then
 
 DEVICE_KEYS = ("image", "label", "valence", "arousal", "mask")
 
