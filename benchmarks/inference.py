@@ -67,7 +67,7 @@ def model_figures(name: str, repeats: int) -> dict:
     face = sample_faces(1)[0]
     lat = timed(lambda: p.predict([face]), repeats)
     out = {
-        "params": int(sum(np.size(x) for x in jax.tree.leaves(p.variables["params"]))),
+        "params": models.num_params(p.variables["params"]),
         "latency_ms": {
             "median": 1e3 * statistics.median(lat),
             "p90": 1e3 * float(np.percentile(lat, 90)),

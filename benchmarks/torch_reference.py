@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bregflax.models import num_params
+
 
 def _h1(x: torch.Tensor) -> torch.Tensor:
     return -F.softplus(-x)
@@ -193,12 +195,6 @@ def count_params(torch_model: nn.Module) -> int:
     return sum(p.numel() for p in torch_model.parameters())
 
 
-def count_flax_params(params) -> int:
-    import jax
-
-    return sum(int(np.size(p)) for p in jax.tree.leaves(params))
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -217,7 +213,7 @@ def check_equivalence(
     torch_model = copy_flax_to_torch(flax_variables, from_flax(flax_model, images.shape[-1]))
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     out: dict[str, Any] = {
-        "flax_params": count_flax_params(flax_variables["params"]),
+        "flax_params": num_params(flax_variables["params"]),
         "torch_params": count_params(torch_model),
     }
     out["params_ok"] = out["flax_params"] == out["torch_params"]

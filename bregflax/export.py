@@ -63,11 +63,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        predictor = (
-            predict.Predictor.from_workdir(args.workdir, args.checkpoint)
-            if args.workdir
-            else predict.Predictor.from_pretrained(args.model)
-        )
+        predictor = predict.Predictor.load(args.workdir, args.checkpoint, args.model)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

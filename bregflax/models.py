@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from bregflax import conv as convs
 from bregflax import shortcuts
@@ -125,6 +127,11 @@ class BReGNet(nn.Module):
         if self.head in ("va", "both"):
             out["va"] = jnp.tanh(nn.Dense(2, dtype=self.dtype, name="va_regressor")(x))
         return {k: v.astype(jnp.float32) for k, v in out.items()}
+
+
+def num_params(params: Any) -> int:
+    """The number of scalars in a parameter tree."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
 def weighted_layers(stage_sizes: Sequence[int], stem_convs: int) -> int:

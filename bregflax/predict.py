@@ -146,6 +146,15 @@ class Predictor:
         info = {"workdir": str(workdir), "checkpoint": checkpoint, "step": int(step)}
         return cls.from_config(config, variables, info)
 
+    @classmethod
+    def load(
+        cls, workdir: str | None, checkpoint: str = "best", model: str = "fer2013"
+    ) -> Predictor:
+        """A training run's checkpoint when ``workdir`` is given, else the shipped ``model``."""
+        if workdir:
+            return cls.from_workdir(workdir, checkpoint)
+        return cls.from_pretrained(model)
+
     @property
     def has_va(self) -> bool:
         return "va_regressor" in self.variables["params"]
@@ -172,12 +181,9 @@ class Predictor:
         """Model outputs for uint8 (n, S, S, C) faces, run in compiled bucket sizes."""
         n = len(faces_uint8)
         if n == 0:
-            empty = {"probs": len(self.class_names)} if self.class_names else {}
-            return {
-                k: np.zeros((0, d), np.float32)
-                for k, d in {**empty, "va": 2}.items()
-                if k == "probs" or self.has_va
-            }
+            widths = {"probs": len(self.class_names)} if self.class_names else {}
+            widths.update({"va": 2} if self.has_va else {})
+            return {k: np.zeros((0, d), np.float32) for k, d in widths.items()}
         parts: dict[str, list] = {}
         for start in range(0, n, BUCKETS[-1]):
             chunk = faces_uint8[start : start + BUCKETS[-1]]
@@ -377,12 +383,17 @@ def run(
     options: Options,
     every: int = 1,
     progress: bool = True,
+    *,
+    collected: tuple[list[tuple[Path, str]], list[str]] | None = None,
 ) -> Iterator[dict]:
-    """Rows, in input order, for every face (or no-face / error) in ``paths``."""
+    """Rows, in input order, for every face (or no-face / error) in ``paths``.
+
+    ``collected``: ``collect(paths)`` when the caller already has it.
+    """
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     detector = FaceDetector(min_size=options.min_face) if options.detect else None
-    files, skipped = collect(paths)
+    files, skipped = collected or collect(paths)
     for path in skipped:
         yield {
             "path": path,
@@ -525,11 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
     try:
-        predictor = (
-            Predictor.from_workdir(args.workdir, args.checkpoint)
-            if args.workdir
-            else Predictor.from_pretrained(args.model)
-        )
+        predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
         if args.flip is not None and args.flip != predictor.flip:
             predictor = dataclasses.replace(predictor, flip=args.flip)
         options = Options(
@@ -546,12 +553,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = open(args.out, "w", newline="") if args.out else sys.stdout
-    counts = {"files": len(collect(args.paths)[0]), "frames": 0, "ok": 0, "no_face": 0}
+    collected = collect(args.paths)
+    counts = {"files": len(collected[0]), "frames": 0, "ok": 0, "no_face": 0}
     problems: list[dict] = []
     seen_frames = set()
     try:
         writer = Writer(out, fmt, csv_columns(predictor.class_names, predictor.has_va))
-        for row in run(predictor, args.paths, options, args.every, not args.no_progress):
+        rows = run(
+            predictor, args.paths, options, args.every, not args.no_progress, collected=collected
+        )
+        for row in rows:
             writer.write(row)
             if row["status"] != "skipped":
                 seen_frames.add((row["path"], row["frame"]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from bregflax import data as data_lib
-from bregflax import evaluate, plots, report, train
+from bregflax import evaluate, models, plots, report, train
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -85,10 +86,6 @@ def _comparable(config: dict) -> dict:
     return config
 
 
-def num_params(params) -> int:
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
-
-
 def seconds_per_epoch(metrics_path: Path, num_examples: int) -> float | None:
     """Training seconds per epoch from the logged images/s (validation excluded)."""
     records = plots.read_metrics_jsonl(metrics_path) if metrics_path.exists() else []
@@ -126,7 +123,7 @@ def run_experiment(
         "config": _comparable(config.to_dict()),
         "experiment": config.experiment.to_dict(),
         "model": config.model.name,
-        "params": num_params(state.params),
+        "params": models.num_params(state.params),
         "split": split,
         "step": scores["step"],
         "repeats": repeats,
@@ -315,35 +312,17 @@ def _paper_note() -> str:
 CLAIM_KEYS = ("accuracy", "norm/accuracy", "norm/f1", "norm/kappa", "norm/mcc", "recall/Disgust")
 
 
+def _claim_group(result: dict) -> tuple[str, str, str, str]:
+    e = result["experiment"]
+    return e["dataset"], result["model"], e["shortcut"], e["loss"]
+
+
 def _claims(results) -> str:
     """Every metric the claims are judged on, one row per distinct run group."""
-    keys = sorted(
-        {
-            (
-                r["experiment"]["dataset"],
-                r["model"],
-                r["experiment"]["shortcut"],
-                r["experiment"]["loss"],
-            )
-            for r in results
-        }
-    )
     body = []
-    for dataset, model, shortcut, loss in keys:
-        runs = [
-            r
-            for r in results
-            if (
-                r["experiment"]["dataset"],
-                r["model"],
-                r["experiment"]["shortcut"],
-                r["experiment"]["loss"],
-            )
-            == (dataset, model, shortcut, loss)
-        ]
-        body.append(
-            [f"{dataset} {model} {shortcut} {loss}"] + [mean_std(runs, k) for k in CLAIM_KEYS]
-        )
+    for key in sorted({_claim_group(r) for r in results}):
+        runs = [r for r in results if _claim_group(r) == key]
+        body.append([" ".join(key)] + [mean_std(runs, k) for k in CLAIM_KEYS])
     header = [
         "Run",
         "Accuracy",
@@ -402,14 +381,14 @@ def _dimensional_render(metrics: Sequence[str], datasets: Sequence[str]):
 
 
 def render_fig5(results, out) -> str:
+    from configs import experiment
+
     parts, series = [], {}
     for d in CATEGORICAL + DIMENSIONAL:
         runs = group(results, dataset=d)
         if not runs:
             continue
         key = "accuracy" if d in CATEGORICAL else "valence/rmse"
-        from configs import experiment
-
         depths = sorted({experiment.depth(r["experiment"]) for r in runs})
         rows = []
         for depth in depths:
@@ -467,8 +446,6 @@ def render_timing(results, out) -> str:
 
 
 def _grid_specs(fields: Sequence[Sequence[str]]) -> Callable[[str], list[str]]:
-    import itertools
-
     return lambda scale: [",".join(p) for p in itertools.product(*fields)]
 
 

@@ -25,7 +25,7 @@ from flax import serialization
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bregflax import data as data_lib  # noqa: E402
-from bregflax import evaluate, plots, predict, report, train  # noqa: E402
+from bregflax import evaluate, models, plots, predict, report, train  # noqa: E402
 
 LIMIT_BYTES = 10 * 2**20
 
@@ -83,7 +83,7 @@ def main() -> None:
         "class_names": list(names),
         "flip": args.flip,
         "model": config.model.name,
-        "params": int(sum(np.size(x) for x in jax.tree.leaves(variables["params"]))),
+        "params": models.num_params(variables["params"]),
         "trained_on": "FER2013 Training split (28,709 faces); checkpoint chosen on PublicTest",
         "command": args.command,
         "checkpoint_step": int(step),
