@@ -9,7 +9,8 @@ already on the device. Inference: the jitted eval-mode forward at ``--infer-batc
 Each is warmed up once (that first call, compile included, is the "compile" time; it
 is reported minus one median step), then timed ``--repeats`` times with
 ``block_until_ready``; images/s is batch / median step time. ``--convs`` times the train
-step once per conv implementation (bregflax/conv.py), interleaved, one row each.
+step once per conv implementation (bregflax/conv.py), one row each, one after the other:
+with two JAX train steps alive and interleaved, the first ran up to 2x slower than alone.
 
 ``--compare-torch`` runs the same network in PyTorch (benchmarks/torch_reference.py,
 float32, 2 threads, NCHW and channels_last) through the same harness, interleaving its
@@ -40,7 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import conv, train  # noqa: E402
+from bregflax import conv, train, xla_cpu  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
 from bregflax.data import pipeline  # noqa: E402
 from configs import default  # noqa: E402
@@ -101,11 +102,19 @@ class Runner:
 
 
 def time_interleaved(runners: list[Runner], repeats: int) -> dict[str, dict]:
-    """Warms each runner up, then times them round-robin ``repeats`` times."""
+    """Warms each runner up, then times them round-robin ``repeats`` times.
+
+    With more than one runner, each timed step follows one untimed step of the same runner:
+    the first step after another runtime's step pays for the memory that one just freed
+    (with glibc's huge pages, a BReGNet39 JAX step right after a torch step took 3.7 s of
+    which 2.4 s in the kernel, against 2.4 s after its own step).
+    """
     for r in runners:
         r.warm_up()
     for _ in range(repeats):
         for r in runners:
+            if len(runners) > 1:
+                r.step()
             r.run_once()
     return {r.name: r.result() for r in runners}
 
@@ -340,18 +349,19 @@ def run(args: argparse.Namespace) -> dict:
                 results["rows"].append(row)
                 print(format_table([row]).splitlines()[-1], flush=True)
             for batch in args.batches:
-                runners = [
-                    jax_train_runner(model_name, dtype, batch, conv_impl=c) for c in args.convs
-                ]
+                others = []
                 if torch_too:
                     _, flax_model, variables = jax_infer_runner(model_name, "float32", 1)
-                    runners += torch_runners(flax_model, variables, batch, "train")
-                timings = time_interleaved(runners, args.repeats)
-                for c in args.convs:
+                    others = torch_runners(flax_model, variables, batch, "train")
+                for c in args.convs:  # one JAX step alive at a time (module doc)
+                    runner = jax_train_runner(model_name, dtype, batch, conv_impl=c)
+                    timings = time_interleaved([runner, *others], args.repeats)
+                    del runner
+                    for other in others:
+                        other.times = []  # the rows keep the lists they were given
                     row = _row(model_name, dtype, "train", batch, timings, f"jax:{c}")
                     results["rows"].append(row)
                     print(format_table([row]).splitlines()[-1], flush=True)
-                del runners
     if not args.no_pipeline:
         results["pipeline"] = pipeline_throughput(args.pipeline_examples)
     results["peak_rss_mib"] = peak_rss_mib()
@@ -384,4 +394,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    xla_cpu.reexec_with_hugepages()  # as the training commands run
     main()

@@ -5,7 +5,10 @@ gradients, but forces the input into its own buffer before the weight gradient: 
 otherwise recomputes the input (BatchNorm and ReLU of the previous layer) inside the
 transpose that feeds its weight-gradient convolution, and runs that fused transpose as a
 strided loop at 0.2-0.6 GB/s instead of its tiled transpose (docs/performance.md).
-``"auto"`` is ``"materialized"`` on CPU and ``"xla"`` elsewhere.
+``"phased"`` is ``"materialized"`` whose stride-2 convolutions also take their input
+gradient through ``phase_conv``: XLA:CPU computes a strided conv's input gradient as an
+lhs-dilated convolution, 2.8-3.7x slower than the same gradient through the phases
+(docs/performance.md, Finding 9). ``"auto"`` is ``"phased"`` on CPU and ``"xla"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -59,11 +62,59 @@ def _lax_conv(
     )
 
 
-_conv = jax.custom_vjp(_lax_conv, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+NHWC = ("NHWC", "HWIO", "NHWC")
+_NHWC_SPEC = lax.conv_dimension_numbers((1,) * 4, (1,) * 4, NHWC)  # what nn.Conv passes
+
+
+def _phases_apply(w, strides, lhs_dilation, rhs_dilation, dimension_numbers, groups) -> bool:
+    """Whether ``phase_conv`` computes this conv: 2-D NHWC, stride 2, kernel wider than 1."""
+    undilated = (None, (1, 1))
+    return (
+        tuple(strides) == (2, 2)
+        and lhs_dilation in undilated
+        and rhs_dilation in undilated
+        and groups == 1
+        and dimension_numbers in (NHWC, _NHWC_SPEC)
+        and min(w.shape[:2]) > 1
+    )
+
+
+def phase_conv(x: jax.Array, w: jax.Array, padding, precision=None) -> jax.Array:
+    """The stride-2 NHWC conv of ``x`` as a stride-1 VALID conv of its 2x2 space-to-depth.
+
+    Output pixel o reads padded input pixels 2o .. 2o+k-1, i.e. 2x2 blocks o .. o+ceil(k/2)-1;
+    the kernel is zero-padded to an even size and split by phase to match. Its input
+    gradient is then a plain convolution, not an lhs-dilated one.
+    """
+    n, h, wd, c = x.shape
+    kh, kw, _, o = w.shape
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads((h, wd), (kh, kw), (2, 2), padding)
+    (lo_h, hi_h), (lo_w, hi_w) = padding
+    out_h, out_w = (h + lo_h + hi_h - kh) // 2 + 1, (wd + lo_w + hi_w - kw) // 2 + 1
+    bh, bw = (kh + 1) // 2, (kw + 1) // 2  # kernel size in blocks
+    th, tw = 2 * (out_h - 1 + bh), 2 * (out_w - 1 + bw)  # padded input, whole blocks
+    pads = ((0, 0, 0), (lo_h, th - h - lo_h, 0), (lo_w, tw - wd - lo_w, 0), (0, 0, 0))
+    x = lax.pad(x, jnp.zeros((), x.dtype), pads)  # a negative high pad crops unread rows
+    x = x.reshape(n, th // 2, 2, tw // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    w = jnp.pad(w, ((0, 2 * bh - kh), (0, 2 * bw - kw), (0, 0), (0, 0)))
+    w = w.reshape(bh, 2, bw, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
+    return lax.conv_general_dilated(
+        x.reshape(n, th // 2, tw // 2, 4 * c),
+        w.reshape(bh, bw, 4 * c, o),
+        (1, 1),
+        "VALID",
+        dimension_numbers=NHWC,
+        precision=precision,
+    )
+
+
+_materialized = jax.custom_vjp(_lax_conv, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+_phased = jax.custom_vjp(_lax_conv, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
 
 
 def _conv_fwd(x, w, *static):
-    return _conv(x, w, *static), (x, w)
+    return _lax_conv(x, w, *static), (x, w)
 
 
 def _conv_bwd(*args):
@@ -71,7 +122,19 @@ def _conv_bwd(*args):
     return jax.vjp(lambda x, w: _lax_conv(x, w, *static), materialize(x), w)[1](g)
 
 
-_conv.defvjp(_conv_fwd, _conv_bwd)
+def _phased_conv_bwd(*args):
+    *static, (x, w), g = args
+    strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, groups, precision = static
+    if not _phases_apply(w, strides, lhs_dilation, rhs_dilation, dimension_numbers, groups):
+        return _conv_bwd(*args)
+    x_buffer = materialize(x)
+    dw = jax.vjp(lambda w: _lax_conv(x_buffer, w, *static), w)[1](g)[0]
+    dx = jax.vjp(lambda x: phase_conv(x, w, padding, precision), x)[1](g)[0]
+    return dx, dw
+
+
+_materialized.defvjp(_conv_fwd, _conv_bwd)
+_phased.defvjp(_conv_fwd, _phased_conv_bwd)
 
 
 def _hashable(value):
@@ -81,25 +144,42 @@ def _hashable(value):
     return value
 
 
-@CONVS.register("materialized")
-def materialized_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    precision=None,
-) -> jax.Array:
-    """``lax.conv_general_dilated`` whose backward pass materializes ``lhs`` (module doc)."""
-    static = (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
-    return _conv(lhs, rhs, *map(_hashable, static), feature_group_count, _hashable(precision))
+def _registered(name: str, vjp_conv, doc: str) -> Callable:
+    def conv_fn(
+        lhs: jax.Array,
+        rhs: jax.Array,
+        window_strides,
+        padding,
+        lhs_dilation=None,
+        rhs_dilation=None,
+        dimension_numbers=None,
+        feature_group_count: int = 1,
+        precision=None,
+    ) -> jax.Array:
+        static = (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
+        return vjp_conv(
+            lhs, rhs, *map(_hashable, static), feature_group_count, _hashable(precision)
+        )
+
+    conv_fn.__name__ = conv_fn.__qualname__ = f"{name}_conv"
+    conv_fn.__doc__ = doc
+    return CONVS.register(name)(conv_fn)
+
+
+materialized_conv = _registered(
+    "materialized",
+    _materialized,
+    "``lax.conv_general_dilated`` whose backward pass materializes ``lhs`` (module doc).",
+)
+phased_conv = _registered(
+    "phased",
+    _phased,
+    "``materialized_conv`` whose stride-2 input gradients go through ``phase_conv``.",
+)
 
 
 def get(name: str) -> Callable:
     """The implementation called ``name``; ``"auto"`` picks by the default backend."""
     if name == "auto":
-        name = "materialized" if jax.default_backend() == "cpu" else "xla"
+        name = "phased" if jax.default_backend() == "cpu" else "xla"
     return CONVS.get(name)

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from tqdm.auto import tqdm
 
 from bregflax import data as data_lib
-from bregflax import metrics, plots, report, train
+from bregflax import metrics, plots, report, train, xla_cpu
 from bregflax.data import pipeline
 
 
@@ -197,5 +197,6 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
+    xla_cpu.reexec_with_hugepages()
     define_flags()
     app.run(main)

@@ -12,7 +12,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bregflax import data, train
+from bregflax import data, train, xla_cpu
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
@@ -56,4 +56,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    xla_cpu.reexec_with_hugepages()
     app.run(main)

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from bregflax import data as data_lib
-from bregflax import evaluate, models, plots, report, train
+from bregflax import evaluate, models, plots, report, train, xla_cpu
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -82,7 +82,7 @@ def _comparable(config: dict) -> dict:
         config.get("data", {}).pop(key, None)
     for key in ("progress_bar", "log_every_steps", "multihost"):
         config.pop(key, None)
-    config.get("model", {}).pop("conv_impl", None)  # same values and gradients
+    config.get("model", {}).pop("conv_impl", None)  # same values and gradients (float order)
     return config
 
 
@@ -560,4 +560,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    xla_cpu.reexec_with_hugepages()
     main()

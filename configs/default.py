@@ -19,8 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = placeholder(tuple)
     config.model.stem_stride = placeholder(int)
     config.model.stem_pool = placeholder(bool)
-    # Convolution implementation (bregflax/conv.py): "auto" = "materialized" on CPU, where
-    # it trains faster, and "xla" elsewhere; both give the same values and gradients.
+    # Convolution implementation (bregflax/conv.py): "auto" = "phased" on CPU, where it
+    # trains faster, and "xla" elsewhere; the same values and gradients up to the order of
+    # float sums.
     config.model.conv_impl = "auto"
     config.half_precision = False  # bfloat16 compute, float32 parameters
 

@@ -196,3 +196,30 @@ def test_gradient_reaches_every_block_at_init(name):
         assert np.all(np.isfinite(values)) and np.all(values > 0), norms
         table[f"{name} {shortcut}"] = norms
     print("\n" + diagnostics.format_norms(table))
+
+
+def test_conv_implementations_give_the_same_gradients():
+    """Every ``conv_impl`` of a network with strided stage entries: XLA's gradient, up to
+    float32 rounding of each array's scale (``phased`` sums strided input gradients in
+    another order)."""
+    images = jax.random.normal(jax.random.key(0), (4, 48, 48, 1))
+    labels = jnp.arange(4) % 7
+    grads = {}
+    for impl in ("xla", "materialized", "phased"):
+        model = models.BReGNetTiny(conv_impl=impl)
+        variables = model.init(jax.random.key(1), images, train=False)
+
+        def loss(params, images, model=model, variables=variables):
+            out, _ = model.apply({**variables, "params": params}, images, mutable=["batch_stats"])
+            log_p = jax.nn.log_softmax(out["logits"])
+            return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], 1))
+
+        grads[impl] = jax.jit(jax.grad(loss, (0, 1)))(variables["params"], images)
+    assert "proj_conv" in grads["xla"][0]["stage1_block0"]  # a stride-2 stage entry
+    for impl in ("materialized", "phased"):
+        for got, want in zip(
+            jax.tree.leaves(grads[impl]), jax.tree.leaves(grads["xla"]), strict=True
+        ):
+            scale = float(jnp.max(jnp.abs(want)))
+            assert scale > 0
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)

@@ -85,17 +85,28 @@ def test_same_seed_same_run_and_it_learns(tmp_path):
 
 
 def test_conv_implementations_train_the_same_curve(tmp_path):
-    """``model.conv_impl`` changes how XLA:CPU schedules the weight gradient, not the math:
-    the same losses, gradient norms and val losses (bit-identical when measured; float
-    rounding is allowed for)."""
+    """``model.conv_impl`` changes how XLA:CPU schedules the gradient, not the math.
+
+    "materialized" computes the very same operations: bit-identical losses, gradient norms
+    and val losses when measured (float rounding is allowed for). "phased" sums each strided
+    conv's input gradient in another order: step 1 is identical and step 2 agrees to float32
+    rounding (1e-7 measured), then training amplifies the rounding by about 10x a step, as
+    any reordering of float sums does (tests/test_train.py::test_four_devices_match_one_device):
+    7e-3 at most by step 12, measured. A wrong gradient moves the curve by far more.
+    """
     curves = {}
-    for impl in ("xla", "materialized"):
+    for impl in ("xla", "materialized", "phased"):
         train.train_and_evaluate(tiny(DEMO, **{"model.conv_impl": impl}), tmp_path / impl)
         curves[impl] = [_losses(tmp_path / impl, k) for k in ("train/loss", "train/grad_norm")]
         curves[impl].append(_losses(tmp_path / impl, "val/loss"))
-    for xla, ours in zip(curves["xla"], curves["materialized"], strict=True):
+    for xla, same, phased in zip(
+        curves["xla"], curves["materialized"], curves["phased"], strict=True
+    ):
         assert len(xla) > 1
-        np.testing.assert_allclose(ours, xla, rtol=1e-5)
+        np.testing.assert_allclose(same, xla, rtol=1e-5)
+        np.testing.assert_allclose(phased, xla, rtol=3e-2)
+    for xla, phased in zip(curves["xla"][:2], curves["phased"][:2], strict=True):
+        np.testing.assert_allclose(phased[:2], xla[:2], rtol=1e-6)
 
 
 def test_four_devices_match_one_device(tmp_path):

@@ -1,6 +1,6 @@
-"""Minimal reproduction for XLA:CPU: the transposes around a weight-gradient convolution.
+"""Minimal reproductions for XLA:CPU: what bregflax's train step spends beyond its FLOPs.
 
-python benchmarks/xla_cpu_transpose.py [--batch 64 --size 48 --channels 32] [--repeats 10]
+python benchmarks/xla_cpu_issues.py [--batch 64 --size 48 --channels 32] [--repeats 10]
 
 Times, for one 3x3 SAME convolution of x f32[N, S, S, C] (NHWC) with w f32[3, 3, C, C]:
 the forward conv, the input gradient, the weight gradient (dW), a bare ``jnp.transpose`` of
@@ -15,12 +15,19 @@ the backward pass (a while loop that XLA cannot see through, as bregflax's
 ``model.conv_impl="materialized"`` does; ``lax.optimization_barrier`` is expanded away on CPU
 before fusion). Without the buffer XLA recomputes the conv input (BatchNorm and ReLU of the
 previous conv's output) inside the transpose that feeds each weight-gradient convolution.
+
+Then a stride-2 3x3 conv from x to 2C channels, forward and input gradient: the input
+gradient has the forward's FLOPs, but XLA computes it as an lhs-dilated convolution.
+Last, the minor page faults per call of a jitted ``x * 2`` whose output is a fresh
+256 MiB buffer: XLA:CPU allocates every execution's buffers anew, and the kernel faults in
+each 4 KiB page again (run it with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` to compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import time
 
@@ -29,10 +36,19 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def conv(x, w):
+def conv(x, w, stride: int = 1):
     return jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
+
+
+def faults_per_call(fn, arg, calls: int = 4) -> float:
+    """Minor page faults of this process per call of ``fn(arg)``, after a first call."""
+    jax.block_until_ready(fn(arg))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        jax.block_until_ready(fn(arg))
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def own_buffer(x):
@@ -70,6 +86,7 @@ def main(argv=None) -> None:
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--blocks", type=int, default=6, help="residual blocks in the last rows")
+    p.add_argument("--fresh-mib", type=int, default=256, help="output size, page-fault probe")
     args = p.parse_args(argv)
     n, s, c = args.batch, args.size, args.channels
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
@@ -110,6 +127,10 @@ def main(argv=None) -> None:
     )
     stack = jax.jit(jax.grad(lambda p, x: blocks(p, x, conv)))
     stack_own = jax.jit(jax.grad(lambda p, x: blocks(p, x, conv_own_buffer)))
+    w2 = jax.random.normal(kw, (3, 3, c, 2 * c), jnp.float32) * 0.1
+    g2 = jax.random.normal(kg, (n, -(-s // 2), -(-s // 2), 2 * c), jnp.float32)
+    forward2 = jax.jit(lambda x, w: conv(x, w, 2))
+    dx2 = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w, 2), x)[1](g)[0])
     x_np = np.asarray(x)
     mb = x.size * 4 / 1e6
     rows = [
@@ -119,6 +140,8 @@ def main(argv=None) -> None:
         ("jnp.transpose NHWC->CHWN", median_ms(transpose, x, repeats=args.repeats)),
         (f"grad of {args.blocks} blocks", median_ms(stack, params, x, repeats=args.repeats)),
         ("  ... inputs in own buffers", median_ms(stack_own, params, x, repeats=args.repeats)),
+        ("stride-2 conv to 2C", median_ms(forward2, x, w2, repeats=args.repeats)),
+        ("  ... its input gradient", median_ms(dx2, x, w2, g2, repeats=args.repeats)),
         (
             "numpy transpose copy",
             median_ms(
@@ -138,6 +161,19 @@ def main(argv=None) -> None:
     print("\n... and the first in the gradient of the blocks, with BN and ReLU fused in:")
     for line in transposes_in(jax.grad(lambda p, x: blocks(p, x, conv)), params, x)[:4]:
         print("  " + line)
+    dilated = [
+        line.split("window=")[1].split("}")[0]
+        for line in jax.jit(dx2).lower(x, w2, g2).compile().as_text().splitlines()
+        if " convolution(" in line and "lhs_dilate" in line
+    ]
+    print(f"\nthe stride-2 conv's input gradient, as compiled: {dilated}")
+    big = jnp.ones((args.fresh_mib, 1024, 256), jnp.float32)
+    faults = faults_per_call(jax.jit(lambda a: a * 2.0), big)
+    pages = big.size * 4 / 4096
+    print(
+        f"fresh {args.fresh_mib} MiB output buffer: {faults:,.0f} minor page faults per call "
+        f"({pages:,.0f} pages of 4 KiB)"
+    )
 
 
 if __name__ == "__main__":
