@@ -1,6 +1,8 @@
 """Shared fixtures: the repository root, the real FER2013 folder, and tiny configs."""
 
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
 import ml_collections
@@ -8,6 +10,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FER2013_DIR = ROOT.parent / "shared" / "data" / "fer2013"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tmpdir(tmp_path_factory):
+    """Temporary files of the tests and their subprocesses go under pytest's own directory.
+
+    tensorflow_datasets leaves an empty ``mkdtemp()`` directory behind each time it creates
+    a builder for a dataset not prepared yet (``DatasetInfo.initialize_from_bucket``), 44
+    per run of this suite; here pytest's retention cleans them up instead of /tmp filling.
+    """
+    path = str(tmp_path_factory.mktemp("tmpdir"))
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = path, path
+    yield
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 def load_config(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
