@@ -39,9 +39,13 @@ TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
+def _opted_out(environ: Mapping[str, str]) -> bool:
+    return environ.get(OPT_OUT, "1") == "0"
+
+
 def with_defaults(environ: Mapping[str, str], jaxlib_version: str) -> str | None:
     """The ``XLA_FLAGS`` to use, or None to leave the environment as it is."""
-    if environ.get(OPT_OUT, "1") == "0" or not jaxlib_version.startswith(TESTED_JAXLIB):
+    if _opted_out(environ) or not jaxlib_version.startswith(TESTED_JAXLIB):
         return None
     flags = environ.get("XLA_FLAGS", "")
     if FLAG in flags:
@@ -68,7 +72,7 @@ def with_hugepages(environ: Mapping[str, str], thp_mode: str, libc: str) -> str 
     "madvise" needs the tunable ("always" already gives every allocation huge pages), and
     only glibc 2.35 and later know it.
     """
-    if environ.get(OPT_OUT, "1") == "0" or "[madvise]" not in thp_mode:
+    if _opted_out(environ) or "[madvise]" not in thp_mode:
         return None
     name, _, version = libc.partition(" ")
     numbers = tuple(int(v) for v in version.split(".")[:2] if v.isdigit())

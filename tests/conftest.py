@@ -1,7 +1,6 @@
 """Shared fixtures: the repository root, the real FER2013 folder, and tiny configs."""
 
 import importlib.util
-import os
 import tempfile
 from pathlib import Path
 
@@ -21,14 +20,10 @@ def _session_tmpdir(tmp_path_factory):
     per run of this suite; here pytest's retention cleans them up instead of /tmp filling.
     """
     path = str(tmp_path_factory.mktemp("tmpdir"))
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = path, path
-    yield
-    if saved[0] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved[0]
-    tempfile.tempdir = saved[1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", path)
+        mp.setattr(tempfile, "tempdir", path)
+        yield
 
 
 def load_config(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

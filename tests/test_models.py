@@ -19,7 +19,7 @@ def _init(model, shape, seed=0):
 
 def _num_params(model, shape=(1, 48, 48, 1)) -> int:
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+    return models.num_params(variables["params"])
 
 
 @pytest.mark.parametrize(
