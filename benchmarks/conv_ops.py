@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.throughput import Runner, time_interleaved  # noqa: E402  (trainer's flags)
+from benchmarks.throughput import Runner, time_interleaved  # noqa: E402
 from bregflax import conv, models, xla_cpu  # noqa: E402
 
 OPS = ("fwd", "dx", "dW")
@@ -175,6 +175,7 @@ def format_totals(result: dict) -> str:
 
 
 def main(argv=None) -> list[dict]:
+    xla_cpu.apply()  # the trainer's XLA:CPU flags, before jax computes anything
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="BReGNetCPU,BReGNet39,ResNet110")
     parser.add_argument("--batch", type=int, default=64)

@@ -23,7 +23,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import throughput as tp  # noqa: E402  (imports the trainer: its XLA flag)
+from benchmarks import throughput as tp  # noqa: E402
+from bregflax import xla_cpu  # noqa: E402
 
 
 def runner(model: str, framework: str, batch: int) -> tp.Runner:
@@ -54,6 +55,7 @@ def measure(model: str, framework: str, batch: int = 64, steps: int = 4) -> dict
 
 
 def main(argv=None) -> dict:
+    xla_cpu.apply()  # the trainer's XLA:CPU flags, before jax computes anything
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="BReGNetCPU")
     p.add_argument("--framework", choices=("jax", "torch"), default="jax")

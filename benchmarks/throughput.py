@@ -10,7 +10,7 @@ Each is warmed up once (that first call, compile included, is the "compile" time
 is reported minus one median step), then timed ``--repeats`` times with
 ``block_until_ready``; images/s is batch / median step time. ``--convs`` times the train
 step once per conv implementation (bregflax/conv.py), one row each, one after the other:
-with two JAX train steps alive and interleaved, the first ran up to 2x slower than alone.
+two JAX train steps alive and interleaved slow each other down (docs/performance.md).
 
 ``--compare-torch`` runs the same network in PyTorch (benchmarks/torch_reference.py,
 float32, 2 threads, NCHW and channels_last) through the same harness, interleaving its
@@ -41,10 +41,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import conv, train, xla_cpu  # noqa: E402
+from bregflax import conv, state, train, xla_cpu  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
+from bregflax.configs import default  # noqa: E402
 from bregflax.data import pipeline  # noqa: E402
-from configs import default  # noqa: E402
+from bregflax.parallel import Parallel  # noqa: E402
 
 MODELS = ("BReGNetCPU", "BReGNet39", "ResNet110", "BReGNetTiny")
 DEFAULT_MODELS = ("BReGNetCPU", "BReGNet39", "ResNet110")
@@ -106,8 +107,7 @@ def time_interleaved(runners: list[Runner], repeats: int) -> dict[str, dict]:
 
     With more than one runner, each timed step follows one untimed step of the same runner:
     the first step after another runtime's step pays for the memory that one just freed
-    (with glibc's huge pages, a BReGNet39 JAX step right after a torch step took 3.7 s of
-    which 2.4 s in the kernel, against 2.4 s after its own step).
+    (docs/performance.md, Finding 10).
     """
     for r in runners:
         r.warm_up()
@@ -119,24 +119,32 @@ def time_interleaved(runners: list[Runner], repeats: int) -> dict[str, dict]:
     return {r.name: r.result() for r in runners}
 
 
+def train_step_setup(config, seed: int = 0, local: dict | None = None):
+    """``train.jit_train_step`` of ``config`` over every device, its initial state (on the
+    devices) and the batch it is timed on: ``local`` (host arrays keyed as the pipeline's
+    batches) or, by default, random images and labels of ``config.batch_size``."""
+    parallel = Parallel.over_all_devices()
+    model = state.build_model(config)
+    initial = state.create_train_state(jax.random.key(seed), config, model, steps_per_epoch=100)
+    initial = jax.device_put(initial, parallel.replicated)
+    step_fn = train.jit_train_step(parallel, initial, config.loss.va_weight)
+    if local is None:
+        rng = np.random.default_rng(seed)
+        batch, size, channels = config.batch_size, config.data.image_size, config.data.channels
+        local = {
+            "image": rng.uniform(-1, 1, (batch, size, size, channels)).astype(np.float32),
+            "label": rng.integers(0, config.model.num_classes, batch).astype(np.int32),
+            "mask": np.ones(batch, np.float32),
+        }
+    return step_fn, initial, parallel.shard_batch(local)
+
+
 def jax_train_runner(
     model_name: str, dtype: str, batch: int, seed: int = 0, conv_impl: str = "auto"
 ) -> Runner:
     config = make_config(model_name, dtype, batch, conv_impl)
-    parallel = train.Parallel.over_all_devices()
-    model = train.build_model(config)
-    state = train.create_train_state(jax.random.key(seed), config, model, steps_per_epoch=100)
-    state = jax.device_put(state, parallel.replicated)
-    step_fn = train.jit_train_step(parallel, state, config.loss.va_weight)
-    rng = np.random.default_rng(seed)
-    size, channels = config.data.image_size, config.data.channels
-    local = {
-        "image": rng.uniform(-1, 1, (batch, size, size, channels)).astype(np.float32),
-        "label": rng.integers(0, config.model.num_classes, batch).astype(np.int32),
-        "mask": np.ones(batch, np.float32),
-    }
-    device_batch = parallel.shard_batch(local)
-    holder = {"state": state}
+    step_fn, initial, device_batch = train_step_setup(config, seed)
+    holder = {"state": initial}
 
     def step() -> None:
         holder["state"], metrics = step_fn(holder["state"], device_batch, None)
@@ -148,7 +156,7 @@ def jax_train_runner(
 def jax_infer_runner(model_name: str, dtype: str, batch: int, seed: int = 0):
     """The runner and the (float32 model, variables) for the torch twin and the checks."""
     config = make_config(model_name, dtype, batch)
-    model = train.build_model(config)
+    model = state.build_model(config)
     size, channels = config.data.image_size, config.data.channels
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, channels)), train=False))(
         jax.random.key(seed)
@@ -369,6 +377,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> dict:
+    xla_cpu.apply()  # the trainer's XLA:CPU flags, before jax computes anything
     args = parse_args(argv)
     results = run(args)
     print()

@@ -1,3 +1,135 @@
-"""bregflax: BReG-Net (bounded residual gradient networks) for facial affect, in JAX/Flax."""
+"""bregflax: BReG-Net (bounded residual gradient networks) for facial affect, in JAX/Flax.
+
+The expression of every face, in one line, with the shipped FER2013 model:
+
+    import bregflax
+
+    bregflax.detect_emotions("photo.jpg")  # or an RGB / gray uint8 array
+    # [{"box": (x, y, width, height), "label": "Happy", "probs": {"Angry": 0.01, ...}}, ...]
+
+    for row in bregflax.video_emotions("clip.mp4", every=5):
+        row["frame"], row["time_s"], row["box"], row["label"], row["probs"]
+
+These run the same engine as ``bregflax predict`` (:mod:`bregflax.inference`). Importing
+bregflax loads nothing heavy: jax and OpenCV are imported by the first call.
+"""
+
+from __future__ import annotations
+
+import functools
 
 __version__ = "0.1.0"
+__all__ = ["detect_emotions", "video_emotions"]
+
+
+@functools.lru_cache(maxsize=4)
+def _predictor(model: str):
+    from bregflax.predictor import Predictor
+
+    return Predictor.from_pretrained(model)
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(min_face: float):
+    from bregflax.detect import FaceDetector
+
+    return FaceDetector(min_size=min_face)
+
+
+def _face(box, names, probs=None, va=None) -> dict:
+    """One face's dict: its box as whole pixels, label and probs, valence and arousal."""
+    face = {"box": tuple(int(round(v)) for v in box)}
+    if probs is not None:
+        face["label"] = names[int(probs.argmax())]
+        face["probs"] = {n: float(p) for n, p in zip(names, probs, strict=True)}
+    if va is not None:
+        face["valence"], face["arousal"] = float(va[0]), float(va[1])
+    return face
+
+
+def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=None) -> list:
+    """Every face in ``image``, largest first: ``[{"box", "label", "probs"}, ...]``.
+
+    ``image``: a path, or an array: RGB (H, W, 3) or gray (H, W), uint8 or float in [0, 1]
+    (OpenCV's ``imread`` gives BGR: convert it first). ``box`` is (x, y, width, height) in
+    pixels; ``probs`` maps each class name to its probability, ``label`` is the likeliest
+    (a valence/arousal model gives ``valence`` and ``arousal`` instead or as well).
+    ``model``: a shipped model's name; ``predictor``: a
+    :class:`~bregflax.predictor.Predictor` of your own instead. ``min_face``: the smallest
+    face side in pixels (default: the model's 48-pixel input). Raises FileNotFoundError or
+    ValueError for a file it cannot read or an array it cannot use.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from bregflax.data import faces, media
+    from bregflax.detect import FER2013_MARGIN, MIN_FACE
+    from bregflax.predictor import as_uint8
+
+    if isinstance(image, np.ndarray):
+        image = as_uint8(image)
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3))):
+            raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    else:
+        path = image
+        image = media.read_image(path)
+        if image is None:
+            raise (ValueError if Path(path).is_file() else FileNotFoundError)(
+                f"cannot read an image from {path}"
+            )
+    predictor = predictor or _predictor(model)
+    boxes = _detector(float(min_face or MIN_FACE))(image)
+    if not boxes:
+        return []
+    size, channels = predictor.image_size, predictor.channels
+    crops = [faces.crop_face(image, b, size=size, channels=channels, margin=FER2013_MARGIN)
+             for b in boxes]  # fmt: skip
+    out = predictor.predict_faces(np.stack(crops))
+    none = [None] * len(boxes)
+    probs, va = out.get("probs", none), out.get("va", none)
+    return [_face(b, predictor.class_names, probs[i], va[i]) for i, b in enumerate(boxes)]
+
+
+def video_emotions(
+    path,
+    every: int = 1,
+    *,
+    model: str = "fer2013",
+    predictor=None,
+    min_face=None,
+    redetect_every=None,
+):
+    """One row per face in every ``every``-th frame of the video at ``path``, as read.
+
+    Each row: ``frame`` (from 0), ``time_s`` (None where the file gives no frame rate),
+    ``face`` (its index in the frame, largest first), ``box``, ``label`` and ``probs`` (as
+    :func:`detect_emotions`). Frames without a face give no row. The video is streamed:
+    memory does not grow with its length. ``redetect_every``: the whole frame is searched
+    every that many frames read (see ``bregflax predict --help``). A file that cannot be
+    read raises FileNotFoundError or ValueError; frames missing at the end of a damaged
+    file give a warning.
+    """
+    import warnings
+
+    from bregflax import inference
+    from bregflax.detect import MIN_FACE, REDETECT_EVERY
+
+    predictor = predictor or _predictor(model)
+    options = inference.Options(
+        min_face=min_face or MIN_FACE, redetect_every=redetect_every or REDETECT_EVERY
+    )
+    for row in inference.run(predictor, [str(path)], options, every, progress=False):
+        status = row["status"]
+        if status == "ok":
+            face = _face(row["box"], predictor.class_names)
+            if "probs" in row:
+                face["label"], face["probs"] = row["name"], row["probs"]
+            if "valence" in row:
+                face["valence"], face["arousal"] = row["valence"], row["arousal"]
+            yield {"frame": row["frame"], "time_s": row["time_s"], "face": row["face"], **face}
+        elif status == "warning":
+            warnings.warn(f"{path}: {row['error']}", stacklevel=2)
+        elif status in ("error", "skipped"):
+            kind = FileNotFoundError if row["error"] == "no such file" else ValueError
+            raise kind(f"{path}: {row['error']}")

@@ -6,10 +6,10 @@ import re
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
+import optax
 
-from bregflax import losses
+from bregflax import losses, report
 
 
 def block_gradient_norms(
@@ -30,22 +30,22 @@ def block_gradient_norms(
         return losses.weighted_cross_entropy(out["logits"], labels)
 
     grads = jax.jit(jax.grad(loss))(variables["params"])
-    norms = {
-        name: float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(sub))))
-        for name, sub in grads.items()
-        if "_block" in name
-    }
+    norms = {name: float(optax.tree.norm(sub)) for name, sub in grads.items() if "_block" in name}
     order = lambda name: tuple(int(n) for n in re.findall(r"\d+", name))  # noqa: E731
     return dict(sorted(norms.items(), key=lambda kv: order(kv[0])))
 
 
+def spread(norms: dict[str, float]) -> float:
+    """log10(max / min) of a run's norms: how many decades its blocks' gradients span."""
+    values = np.array(list(norms.values()), np.float64)
+    return float(np.log10(values.max() / values.min()))
+
+
 def format_norms(table: dict[str, dict[str, float]]) -> str:
-    """Markdown table: one row per block, one column per labelled run."""
+    """Markdown table: one row per block, one column per labelled run, then each run's
+    ``spread``."""
     runs = list(table)
     blocks = list(next(iter(table.values())))
-    lines = ["| block | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
-    for b in blocks:
-        lines.append(f"| {b} | " + " | ".join(f"{table[r][b]:.3e}" for r in runs) + " |")
-    ratios = [np.log10(max(t.values()) / min(t.values())) for t in table.values()]
-    lines.append("| log10(max/min) | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
-    return "\n".join(lines)
+    rows = [[b] + [f"{table[r][b]:.3e}" for r in runs] for b in blocks]
+    rows.append(["log10(max/min)"] + [f"{spread(table[r]):.2f}" for r in runs])
+    return report.markdown_table(["block", *runs], rows)

@@ -1,39 +1,45 @@
 """Evaluation: ``python -m bregflax.evaluate --workdir=DIR [--split=val] [--checkpoint=best]``.
 
 Loads a checkpoint of a training run, predicts a split (jit-compiled, batched, with a
-progress bar) and writes to ``DIR/eval/``: ``<split>.json`` with every metric, the
-paper-layout table ``<split>_table.md``, ``<split>_per_class.md``, confusion matrices,
-valence/arousal plots for dimensional runs, ``loss_curves.png`` and
-``<split>_predictions.csv`` with each prediction's ``source_id``.
+progress bar) and writes to ``DIR/eval/``, or to ``--out``: ``<split>.json`` with every
+metric, the paper-layout table ``<split>_table.md``, ``<split>_per_class.md``, confusion
+matrices, valence/arousal plots for dimensional runs, ``loss_curves.png`` and
+``<split>_predictions.csv`` with each prediction's ``source_id``. User errors (a workdir
+that is not a run, a checkpoint that does not restore, an edited ``config.json``, a folder
+that cannot be written) are one line and exit status 2; ``--verbose`` shows the traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 from tqdm.auto import tqdm
 
+from bregflax import checkpoints, metrics, plots, report, train, xla_cpu
 from bregflax import data as data_lib
-from bregflax import metrics, plots, report, train, xla_cpu
 from bregflax.data import pipeline
+from bregflax.parallel import Parallel
+from bregflax.state import TrainState
 
 
-def predict(
+def predict_split(
     config: ml_collections.ConfigDict,
-    state: train.TrainState,
+    state: TrainState,
     source: data_lib.Source,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
     """Model outputs and targets for every example of ``source``, in order."""
-    parallel = train.Parallel.over_all_devices()
+    parallel = Parallel.over_all_devices()
     parallel.check_batch_size(batch_size)
     eval_fn = train.jit_eval_step(parallel, state, config.loss.va_weight)
     batches = pipeline.eval_batches(source, config.data, global_batch_size=batch_size)
@@ -103,10 +109,16 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
 
 
 def write_reports(
-    workdir: Path, split: str, results: dict, predictions: dict, class_names
+    workdir: Path,
+    split: str,
+    results: dict,
+    predictions: dict,
+    class_names,
+    out: Path | None = None,
 ) -> list[Path]:
-    """Writes every file of ``DIR/eval`` and returns their paths."""
-    out = workdir / "eval"
+    """Writes every report of the run in ``workdir`` to ``out`` (default ``workdir/eval``)
+    and returns their paths."""
+    out = Path(workdir) / "eval" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{split}.json"]
     written[0].write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
@@ -155,48 +167,87 @@ def _jsonable(value):
 
 
 def evaluate_workdir(
-    workdir: str | Path, split: str = "val", checkpoint: str = "best", repeats: int = 200
+    workdir: str | Path,
+    split: str = "val",
+    checkpoint: str = "best",
+    repeats: int = 200,
+    out: str | Path | None = None,
 ) -> dict:
-    """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes eval/."""
+    """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes the
+    reports to ``out`` (default ``workdir/eval``).
+
+    A folder that cannot be written fails first (``checkpoints.WorkdirError``), before
+    anything is computed. For ``best`` and ``latest``, a checkpoint that does not restore
+    is skipped for the next one (see ``checkpoints.load_trained``); ``results["step"]``
+    says which was evaluated.
+    """
     workdir = Path(workdir)
-    config, state, step = train.load_trained(workdir, checkpoint)
+    default = out is None
+    out = workdir / "eval" if default else Path(out)
+    if jax.process_index() == 0:
+        advice = "; pass --out DIR to write the reports elsewhere" if default else ""
+        checkpoints.ensure_writable(out, advice)
+    config, state, step = checkpoints.load_trained(workdir, checkpoint)
     loaded = data_lib.load(config.data.source, split, config.data)
     batch_size = config.eval_batch_size
-    predictions = predict(config, state, loaded.source, batch_size)
+    predictions = predict_split(config, state, loaded.source, batch_size)
     scores = score(predictions, loaded.class_names, repeats)
     results = {"split": split, "step": step, "checkpoint": checkpoint, **scores}
     if jax.process_index() == 0:
-        results["files"] = [
-            str(p) for p in write_reports(workdir, split, results, predictions, loaded.class_names)
-        ]
+        written = write_reports(workdir, split, results, predictions, loaded.class_names, out)
+        results["files"] = [str(p) for p in written]
     return results
 
 
-FLAGS = flags.FLAGS
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bregflax evaluate",
+        description="Every metric of a training run's checkpoint on a split, written to "
+        "WORKDIR/eval/ (also: python -m bregflax.evaluate).",
+        allow_abbrev=False,
+    )
+    p.add_argument("--workdir", required=True, help="training workdir to evaluate")
+    p.add_argument("--out", metavar="DIR", help="folder for the reports (default: WORKDIR/eval)")
+    p.add_argument("--split", default="val", help="dataset split (default: val)")
+    p.add_argument(
+        "--checkpoint", default="best", help="best | latest | a step number (default: best)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=200,
+        help="repeats of the skew-normalizing under-sampling (default: 200)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="show the traceback of an error, not one line"
+    )
+    return p
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: Sequence[str] | None = None) -> None:
+    xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
+    args = parser().parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     try:
-        results = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.repeats)
-    except (data_lib.DatasetNotFoundError, FileNotFoundError, ValueError) as e:
+        results = evaluate_workdir(
+            args.workdir, args.split, args.checkpoint, args.repeats, args.out
+        )
+    except (
+        checkpoints.RunError,
+        data_lib.DatasetNotFoundError,
+        FileNotFoundError,
+        ValueError,  # a config.json that is not JSON, a checkpoint not saved, a bad split
+    ) as e:
+        if args.verbose:
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    table = Path(FLAGS.workdir) / "eval" / f"{FLAGS.split}_table.md"
+    out = Path(args.out) if args.out else Path(args.workdir) / "eval"
+    table = out / f"{args.split}_table.md"
     print(table.read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
 
 
-def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.", required=True)
-    flags.DEFINE_string("split", "val", "Dataset split.")
-    flags.DEFINE_string("checkpoint", "best", "best | latest | a step number.")
-    flags.DEFINE_integer("repeats", 200, "Repeats of the skew-normalizing under-sampling.")
-
-
 if __name__ == "__main__":
     xla_cpu.reexec_with_hugepages()
-    define_flags()
-    app.run(main)
+    main()

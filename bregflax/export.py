@@ -1,8 +1,9 @@
 """``bregflax export --workdir DIR --out model.bin``: the inference function as StableHLO.
 
 The file runs with :mod:`bregflax.runtime` (jax only). Its input is uint8 face crops
-(n, S, S, C) with a symbolic batch n; its outputs are the Predictor's ``probs`` and ``va``.
-It is lowered for CPU, CUDA and TPU.
+(n, S, S, C) with a symbolic batch n; its outputs are the Predictor's ``probs`` and ``va``,
+computed as the Predictor computes them: each BatchNorm folded into the convolution before
+it (:mod:`bregflax.fold`). It is lowered for CPU, CUDA and TPU.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import predict, runtime
+from bregflax import runtime
+from bregflax.predictor import Predictor, forward
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def export_predictor(predictor: predict.Predictor, platforms: Sequence[str] = PLATFORMS) -> bytes:
+def export_predictor(predictor: Predictor, platforms: Sequence[str] = PLATFORMS) -> bytes:
     """The predictor's forward pass, weights included, serialized with its header."""
     fn = jax.jit(
         functools.partial(
-            predict.forward, predictor.model, predictor.variables, flip=predictor.flip
+            forward,
+            predictor.model,
+            predictor.inference_variables,
+            flip=predictor.flip,
+            folded=predictor.fold,
         )
     )
     (batch,) = export.symbolic_shape("n")
@@ -42,6 +48,7 @@ def export_predictor(predictor: predict.Predictor, platforms: Sequence[str] = PL
         "channels": predictor.channels,
         "input": "uint8 face crops (n, S, S, C), scaled in the model to [-1, 1]",
         "flip": predictor.flip,
+        "batchnorm": "folded into the convolutions" if predictor.fold else "as trained",
         "outputs": sorted(exported.out_tree.unflatten(range(exported.out_tree.num_leaves))),
         "platforms": list(exported.platforms),
         "source": predictor.info,
@@ -63,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        predictor = predict.Predictor.load(args.workdir, args.checkpoint, args.model)
+        predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

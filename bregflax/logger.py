@@ -50,13 +50,6 @@ class MetricLogger:
             desc="train",
         )
 
-    def write_config(self) -> None:
-        """Saves the run's config as JSON, the record evaluate and predict rebuild from."""
-        if self.active:
-            (self.workdir / "config.json").write_text(
-                self.config.to_json_best_effort(indent=2) + "\n"
-            )
-
     def log(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         if not self.active:
             return

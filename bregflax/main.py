@@ -1,36 +1,96 @@
 """Entry point: ``python -m bregflax.main --config=configs/demo.py --workdir=DIR``.
 
-Any config field can be overridden: ``--config.num_epochs=3 --config.model.shortcut=h1``.
+``--config=FILE[:ARG]`` names a config file (``ARG`` is a table config's parameter string).
+Any config field can be overridden: ``--config.num_epochs=3 --config.model.shortcut h1``.
 With ``--multihost`` (or ``config.multihost``) every process calls
 ``jax.distributed.initialize``, which finds TPU pods, SLURM and Open MPI by itself; the
 ``--coordinator_address``, ``--num_processes`` and ``--process_id`` flags cover the rest.
+
+The config is checked before the workdir is created; user errors (a bad value or key, a
+workdir that is a file, read-only or in use by another run, a config that disagrees with
+the checkpoints) are one line and exit status 2, ``--verbose`` shows the traceback.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
+from collections.abc import Sequence
 
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+import ml_collections
+from absl import logging
 
-from bregflax import data, train, xla_cpu
+from bregflax import checkpoints, configs, data, train, xla_cpu
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
-config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-flags.DEFINE_bool("multihost", None, "Initialize JAX's distributed runtime (overrides config).")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, if not detected.")
-flags.DEFINE_integer("num_processes", None, "Number of processes, if not detected.")
-flags.DEFINE_integer("process_id", None, "This process's index, if not detected.")
-flags.mark_flags_as_required(["config", "workdir"])
+OVERRIDE_PREFIX = "--config."
 
 
-def initialize_distributed(multihost: bool) -> None:
-    if not multihost:
-        return
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Separates ``--config.a.b=V`` and ``--config.a.b V`` from the other arguments.
+
+    Returns the other arguments, in order, and the overrides as {"a.b": "V"} (text: the
+    config's own field types decide how it is read).
+    """
+    rest, overrides = [], {}
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith(OVERRIDE_PREFIX):
+            rest.append(arg)
+            continue
+        key, sep, value = arg[len(OVERRIDE_PREFIX) :].partition("=")
+        if not sep:
+            value = next(args, None)
+            if value is None or value.startswith("--"):
+                raise configs.ConfigError(f"{arg} needs a value: {arg}=VALUE or {arg} VALUE")
+        overrides[key] = value
+    return rest, overrides
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bregflax train",
+        description="Train a model (also: python -m bregflax.main). Resumes from the latest "
+        "checkpoint in --workdir if there is one.",
+        epilog="Override any config field with --config.FIELD=VALUE or --config.FIELD VALUE, "
+        "e.g. --config.num_epochs=3 --config.model.shortcut=h1.",
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--config", required=True, metavar="FILE[:ARG]", help="config file, e.g. configs/demo.py"
+    )
+    p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
+    p.add_argument(
+        "--multihost",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="initialize JAX's distributed runtime (default: config.multihost)",
+    )
+    p.add_argument("--coordinator_address", help="host:port of process 0, if not detected")
+    p.add_argument("--num_processes", type=int, help="number of processes, if not detected")
+    p.add_argument("--process_id", type=int, help="this process's index, if not detected")
+    p.add_argument(
+        "--verbose", action="store_true", help="show the traceback of an error, not one line"
+    )
+    return p
+
+
+def config_from_args(spec: str, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """The config of ``--config=spec`` with the overrides applied; ConfigError if unusable."""
+    try:
+        config = configs.load_file(spec)
+    except configs.ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # a bad parameter string, or an unexpected one
+        raise configs.ConfigError(f"--config={spec}: {e}") from None
+    return configs.apply_overrides(config, overrides)
+
+
+def initialize_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(
-        coordinator_address=FLAGS.coordinator_address,
-        num_processes=FLAGS.num_processes,
-        process_id=FLAGS.process_id,
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
     )
     logging.info(
         "process %d of %d, %d local / %d global devices",
@@ -41,20 +101,41 @@ def initialize_distributed(multihost: bool) -> None:
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    multihost = FLAGS.multihost if FLAGS.multihost is not None else FLAGS.config.multihost
-    initialize_distributed(multihost)  # before anything touches a JAX backend
+# Errors a user can act on: each is one line (what is wrong, what to do) and exit status 2.
+USER_ERRORS = (configs.ConfigError, checkpoints.RunError, data.DatasetNotFoundError)
+
+
+def user_error(error: Exception, verbose: bool) -> None:
+    """Prints ``error`` as one line and exits 2; with ``verbose``, raises it (traceback)."""
+    if verbose:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in argv
+    try:
+        rest, overrides = split_overrides(argv)
+        args = parser().parse_args(rest)
+        config = config_from_args(args.config, overrides)
+        configs.validate(config)  # before the workdir exists
+    except configs.ConfigError as e:
+        user_error(e, verbose)
+    config.lock()
+    multihost = args.multihost if args.multihost is not None else config.multihost
+    if multihost:
+        initialize_distributed(args)  # before anything touches a JAX backend
     # orbax logs every save at INFO; the progress bar and epoch lines say what matters.
     logging.set_verbosity(logging.WARNING)
     try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except data.DatasetNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        train.train_and_evaluate(config, args.workdir)
+    except USER_ERRORS as e:
+        user_error(e, args.verbose)
 
 
 if __name__ == "__main__":
     xla_cpu.reexec_with_hugepages()
-    app.run(main)
+    main()

@@ -267,44 +267,42 @@ def _macro_of_valid(values: np.ndarray, valid: np.ndarray, what: str) -> np.ndar
     return (values * valid).sum(-1) / count
 
 
+def _checked_one_vs_rest(labels, probs, num_classes: int, binary, need_negatives: bool):
+    """``_one_vs_rest`` on checked inputs: (values, valid) per class."""
+    k = _check_classes(num_classes)
+    labels = _as_class_ids(labels, "labels", k)
+    probs = _check_probs(probs, labels.size, k)
+    return _one_vs_rest(labels, probs, binary, need_negatives=need_negatives)
+
+
 def roc_auc_per_class(labels, probs, num_classes: int) -> np.ndarray:
     """One-vs-rest ROC-AUC of each class; 0 for a class absent from the labels (undefined).
 
     ``probs`` (N, K) are any scores, larger meaning more likely; rows need not sum to 1.
     """
-    k = _check_classes(num_classes)
-    labels = _as_class_ids(labels, "labels", k)
-    probs = _check_probs(probs, labels.size, k)
-    values, valid = _one_vs_rest(labels, probs, _binary_roc_auc, need_negatives=True)
+    values, valid = _checked_one_vs_rest(labels, probs, num_classes, _binary_roc_auc, True)
     return values * valid
 
 
 def roc_auc(labels, probs, num_classes: int) -> float:
     """Macro one-vs-rest ROC-AUC over the classes in the labels (the others are undefined);
     ValueError when the labels hold a single class."""
-    k = _check_classes(num_classes)
-    labels = _as_class_ids(labels, "labels", k)
-    probs = _check_probs(probs, labels.size, k)
-    values, valid = _one_vs_rest(labels, probs, _binary_roc_auc, need_negatives=True)
+    values, valid = _checked_one_vs_rest(labels, probs, num_classes, _binary_roc_auc, True)
     return float(_macro_of_valid(values, valid, "ROC-AUC"))
 
 
 def average_precision_per_class(labels, probs, num_classes: int) -> np.ndarray:
     """One-vs-rest average precision (PR-AUC) of each class; 0 for a class absent from
     the labels. ``probs`` as in ``roc_auc_per_class``."""
-    k = _check_classes(num_classes)
-    labels = _as_class_ids(labels, "labels", k)
-    probs = _check_probs(probs, labels.size, k)
-    values, valid = _one_vs_rest(labels, probs, _binary_average_precision, need_negatives=False)
+    ap = _binary_average_precision
+    values, valid = _checked_one_vs_rest(labels, probs, num_classes, ap, False)
     return values * valid
 
 
 def average_precision(labels, probs, num_classes: int) -> float:
     """Macro average precision (PR-AUC) over the classes present in the labels."""
-    k = _check_classes(num_classes)
-    labels = _as_class_ids(labels, "labels", k)
-    probs = _check_probs(probs, labels.size, k)
-    values, valid = _one_vs_rest(labels, probs, _binary_average_precision, need_negatives=False)
+    ap = _binary_average_precision
+    values, valid = _checked_one_vs_rest(labels, probs, num_classes, ap, False)
     return float(_macro_of_valid(values, valid, "PR-AUC"))
 
 

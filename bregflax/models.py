@@ -154,14 +154,14 @@ ResNet110 = _register(
     "ResNet110", stage_sizes=(18, 18, 18), widths=(32, 64, 128), shortcut="identity"
 )
 
-# Budget-matched pair for this 2-core CPU: equal size, differing only in the shortcut.
+# A CPU-sized pair: equal size, differing only in the shortcut.
 BReGNetCPU = _register("BReGNetCPU", stage_sizes=(3, 3, 3), widths=(32, 64, 128), stem_convs=2)
 ResNetCPU = _register(
     "ResNetCPU", stage_sizes=(3, 3, 3), widths=(32, 64, 128), stem_convs=2, shortcut="identity"
 )
 
-# Small enough to train on FER2013 on a 2-core CPU in hours: the shipped weights and the
-# reproduction's CPU scale. Stride-2 stem (48 -> 24 px); 0.70M parameters.
+# The shipped weights' model and the reproduction's CPU scale: a stride-2 stem (48 -> 24 px)
+# leaves every later layer a quarter of the pixels; 0.70M parameters.
 BReGNetSmall = _register(
     "BReGNetSmall", stage_sizes=(2, 2, 2), widths=(32, 64, 128), stem_convs=2, stem_stride=2
 )

@@ -1,5 +1,6 @@
 """PNG figures of an evaluation: confusion matrices, valence/arousal scatter and error
-histograms, and training/validation loss curves (the paper's Fig. 6).
+histograms, training/validation loss curves, and panels of curves averaged over seeds
+(the paper's Fig. 6).
 
 Figures are drawn on matplotlib's Agg canvas through the object API (no pyplot), so
 importing this module changes no global backend and leaks no open figures. Each function
@@ -219,6 +220,61 @@ def loss_curves_png(runs, path, title: str = "Training and validation loss") -> 
     ax.grid(alpha=0.3)
     if len(empty) < len(runs):
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def mean_curve(paths: Sequence, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, sd) of ``key`` over runs (``metrics.jsonl`` paths), epoch by epoch;
+    an epoch some runs did not log averages the runs that did (sd 0 for one run)."""
+    by_epoch: dict[float, list[float]] = {}
+    for path in paths:
+        epochs, values = metric_series(read_metrics_jsonl(path), key)
+        for epoch, value in zip(epochs, values, strict=True):
+            by_epoch.setdefault(round(float(epoch), 6), []).append(float(value))
+    epochs = np.array(sorted(by_epoch), dtype=np.float64)
+    groups = [np.asarray(by_epoch[e]) for e in epochs]
+    mean = np.array([g.mean() for g in groups], dtype=np.float64)
+    sd = np.array([g.std(ddof=1) if g.size > 1 else 0.0 for g in groups], dtype=np.float64)
+    return epochs, mean, sd
+
+
+def curve_panels_png(
+    panels: Mapping[str, Mapping[str, Sequence]],
+    path,
+    keys: Mapping[str, str],
+    ylabel: str,
+    title: str,
+) -> Path:
+    """A grid of curves: one row per ``keys`` item (row title -> metric key), one column per
+    ``panels`` item (column title -> {arm label -> [metrics.jsonl of each seed]}). Each arm
+    is its mean over seeds with a band of one sd; panels are lettered (a), (b), ... row by
+    row, as the paper's Fig. 6 (training above, validation below), and the panels of a row
+    share their y axis so that columns compare at a glance."""
+    rows, cols = len(keys), max(len(panels), 1)
+    fig = _figure(4.4 * cols, 3.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey="row")
+    arms = list(dict.fromkeys(arm for runs in panels.values() for arm in runs))
+    for i, (row_title, key) in enumerate(keys.items()):
+        for j, (col_title, runs) in enumerate(panels.items()):
+            ax = axes[i][j]
+            for arm, paths in runs.items():
+                epochs, mean, sd = mean_curve(paths, key)
+                if not epochs.size:
+                    continue
+                color = f"C{arms.index(arm) % 10}"
+                label = f"{arm} (n={len(paths)})"
+                ax.plot(epochs, mean, color=color, label=label, marker="o", markersize=2)
+                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2)
+            letter = chr(ord("a") + i * cols + j)
+            ax.set_title(f"({letter}) {col_title}: {row_title}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, f"no {key} records", transform=ax.transAxes, ha="center")
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 

@@ -51,6 +51,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
 
 
+def read_markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """The rows of every table in ``text`` as {column: cell}, grouped by the ``## `` section
+    they follow ("" before the first); the inverse of ``markdown_table``."""
+    out: dict[str, list[dict[str, str]]] = {}
+    section, header = "", None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set("".join(cells)) <= set(":-"):
+            out.setdefault(section, []).append(dict(zip(header, cells, strict=True)))
+    return out
+
+
 def metric_table(
     columns: Mapping[str, Mapping], rows: Sequence[tuple[str, str]], digits: int = 3
 ) -> str:

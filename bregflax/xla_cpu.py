@@ -1,26 +1,22 @@
-"""XLA:CPU settings that bregflax's trainer applies by default, before jax starts its backends.
+"""XLA:CPU settings for training, applied by the entry points before jax starts its backends.
 
-On XLA:CPU (jaxlib 0.10) convolutions lowered to YNNPACK fusions run on one thread: a 3x3
-conv of f32[64,48,48,32] takes the same 12.5 ms on one core as on two. Keeping YNNPACK for
-dots, elementwise ops and reductions only sends convolutions to XLA's multi-threaded
-kernels, and the train step runs 1.18x (BReGNetSmall) to 1.24x (BReGNetCPU) faster
-(docs/performance.md, Finding 8). ``bregflax.train`` applies it on import, so training,
-evaluation and ``reproduce`` get it; inference alone (``predict``, ``export``, ``runtime``)
-does not, since the small shipped model's batched inference is faster without it. The flag
-touches only the CPU backend.
+``apply()`` keeps XLA:CPU's YNNPACK fusions for dots, elementwise ops and reductions but not
+for convolutions: YNNPACK runs a convolution on one thread, XLA's own kernels on all of
+them, and training steps are faster that way (docs/performance.md, Finding 8). Importing a
+bregflax module never changes the flags: the training commands (``bregflax.main``,
+``bregflax.evaluate``, ``bregflax.reproduce``) call ``apply()`` first thing, and inference
+alone (``predict``, ``export``, ``runtime``) does not, since the small shipped model's
+batched inference is faster without it. The flag touches only the CPU backend, and only on
+the jaxlib versions it was measured on (XLA aborts on flags it does not know); a value you
+set for the flag yourself is always kept.
 
-Set ``BREGFLAX_XLA_DEFAULTS=0`` to leave ``XLA_FLAGS`` alone; a value you set for the flag
-yourself is always kept. It takes effect only if ``bregflax.train`` is imported before jax
-runs its first computation, and only on jaxlib versions it was measured on (XLA aborts on
-flags it does not know).
-
-XLA:CPU also allocates each execution's temporaries afresh (1.1 GB for a BReGNetCPU train
-step at batch 64) and frees them after, so the kernel faults in and zeroes every 4 KiB page
-again each step: 278k page faults and 0.45 s of system time per 0.95 s step. glibc puts its
+XLA:CPU also allocates each execution's temporaries afresh and frees them after, so the
+kernel faults in and zeroes every 4 KiB page of them again on every step. glibc puts its
 large allocations on transparent huge pages when the tunable ``glibc.malloc.hugetlb=1`` is
 set, which glibc reads only when a process starts; ``reexec_with_hugepages`` therefore
-restarts the training commands once with it (1,100 faults a step, 1.2-1.4x faster). The
-same opt-out turns it off.
+restarts the training commands once with it (docs/performance.md, Finding 10).
+
+Set ``BREGFLAX_XLA_DEFAULTS=0`` to turn both off.
 """
 
 from __future__ import annotations
@@ -54,7 +50,11 @@ def with_defaults(environ: Mapping[str, str], jaxlib_version: str) -> str | None
 
 
 def apply() -> None:
-    """Adds the defaults to ``os.environ["XLA_FLAGS"]`` (see the module doc)."""
+    """Adds the defaults to ``os.environ["XLA_FLAGS"]`` (see the module doc).
+
+    Effective only before jax's first computation in this process: XLA reads its flags once,
+    when a backend starts.
+    """
     try:
         version = metadata.version("jaxlib")
     except metadata.PackageNotFoundError:

@@ -1,9 +1,6 @@
-"""BReGNet39 on Aff-Wild, dimensional: per-frame valence and arousal, MSE loss."""
+"""BReGNet39 on Aff-Wild, dimensional: per-frame valence and arousal, MSE loss.
 
-from configs import affectnet_va
+For `--config=configs/aff_wild.py`; the config itself is `bregflax/configs/aff_wild.py`.
+"""
 
-
-def get_config():
-    config = affectnet_va.get_config()
-    config.data.source = "aff_wild"
-    return config
+from bregflax.configs.aff_wild import get_config  # noqa: F401

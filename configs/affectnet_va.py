@@ -1,13 +1,6 @@
-"""BReGNet39 on AffectNet, dimensional: valence and arousal in [-1, 1], MSE loss."""
+"""BReGNet39 on AffectNet, dimensional: valence and arousal in [-1, 1], MSE loss.
 
-from configs import affectnet
+For `--config=configs/affectnet_va.py`; the config itself is `bregflax/configs/affectnet_va.py`.
+"""
 
-
-def get_config():
-    config = affectnet.get_config()
-    config.data.source = "affectnet_va"
-    config.model.head = "va"
-    config.loss.weighted = False
-    config.best_metric = "val/va_rmse"
-    config.best_mode = "min"
-    return config
+from bregflax.configs.affectnet_va import get_config  # noqa: F401

@@ -1,10 +1,6 @@
-"""BReGNet39 on FER2013 (7 classes), the paper's settings: SGD, lr 0.01, weighted loss."""
+"""BReGNet39 on FER2013 (7 classes), the paper's settings: SGD, lr 0.01, weighted loss.
 
-from configs import default
+For `--config=configs/fer2013.py`; the config itself is `bregflax/configs/fer2013.py`.
+"""
 
-
-def get_config():
-    config = default.get_config()
-    config.data.source = "fer2013"
-    config.loss.weighted = True
-    return config
+from bregflax.configs.fer2013 import get_config  # noqa: F401

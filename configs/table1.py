@@ -1,12 +1,6 @@
 """Table I: shortcut maps H1, H2, H3 x regular/weighted loss x AffectNet/FER2013 (BReG-Net).
 
-``--config=configs/table1.py:h3,weighted,fer2013[,cpu][,seed=1]``
+For `--config=configs/table1.py`; the config itself is `bregflax/configs/table1.py`.
 """
 
-from configs import experiment
-
-DEFAULTS = {"arch": "bregnet", "shortcut": "h3", "loss": "regular", "dataset": "fer2013"}
-
-
-def get_config(arg=None):
-    return experiment.build(arg, DEFAULTS)
+from bregflax.configs.table1 import get_config  # noqa: F401

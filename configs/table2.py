@@ -1,12 +1,6 @@
 """Table II: ResNet-110 (identity) against BReG-Net-39 (H3), regular and weighted loss.
 
-``--config=configs/table2.py:resnet,weighted,fer2013[,cpu][,seed=1]``; ``bregnet`` uses H3.
+For `--config=configs/table2.py`; the config itself is `bregflax/configs/table2.py`.
 """
 
-from configs import experiment
-
-DEFAULTS = {"arch": "bregnet", "shortcut": "h3", "loss": "regular", "dataset": "fer2013"}
-
-
-def get_config(arg=None):
-    return experiment.build(arg, DEFAULTS)
+from bregflax.configs.table2 import get_config  # noqa: F401

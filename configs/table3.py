@@ -1,10 +1,7 @@
 """Table III: every categorical metric (original and skew-normalized) of BReG-Net trained
-with the weighted loss. ``--config=configs/table3.py:fer2013[,cpu][,seed=1]``."""
+with the weighted loss. ``--config=configs/table3.py:fer2013[,cpu][,seed=1]``.
 
-from configs import experiment
+For `--config=configs/table3.py`; the config itself is `bregflax/configs/table3.py`.
+"""
 
-DEFAULTS = {"arch": "bregnet", "shortcut": "h3", "loss": "weighted", "dataset": "fer2013"}
-
-
-def get_config(arg=None):
-    return experiment.build(arg, DEFAULTS)
+from bregflax.configs.table3 import get_config  # noqa: F401

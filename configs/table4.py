@@ -1,10 +1,7 @@
 """Table IV: every categorical metric (original and skew-normalized) of BReG-Net trained
-with the regular loss. ``--config=configs/table4.py:affectnet[,cpu][,seed=1]``."""
+with the regular loss. ``--config=configs/table4.py:affectnet[,cpu][,seed=1]``.
 
-from configs import experiment
+For `--config=configs/table4.py`; the config itself is `bregflax/configs/table4.py`.
+"""
 
-DEFAULTS = {"arch": "bregnet", "shortcut": "h3", "loss": "regular", "dataset": "fer2013"}
-
-
-def get_config(arg=None):
-    return experiment.build(arg, DEFAULTS)
+from bregflax.configs.table4 import get_config  # noqa: F401

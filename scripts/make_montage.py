@@ -15,12 +15,12 @@ from bregflax.data import FER2013_CLASSES  # noqa: E402
 from bregflax.data.synthetic import make_faces  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/img/synthetic_montage.png")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-class", type=int, default=10)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     faces = make_faces(3000, args.seed)
     k = args.per_class
     fig, axes = plt.subplots(len(FER2013_CLASSES), k, figsize=(1.1 * k, 1.3 * len(FER2013_CLASSES)))

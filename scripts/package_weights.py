@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import serialization
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bregflax import data as data_lib  # noqa: E402
-from bregflax import evaluate, models, plots, predict, report, train  # noqa: E402
+from bregflax import checkpoints, evaluate, models, plots, predictor, report, xla_cpu
+from bregflax import data as data_lib
 
 LIMIT_BYTES = 10 * 2**20
 
@@ -34,7 +31,7 @@ def training_time(workdir: Path) -> dict:
     """Hours spent in train steps, from the images/s logged over the whole run (resumes too)."""
     records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
     rates = [(r["step"], r["train/images_per_sec"]) for r in records if "train/images_per_sec" in r]
-    batch = train.load_config(workdir).batch_size
+    batch = checkpoints.read_config(workdir).batch_size
     seconds, last = 0.0, 0
     for step, rate in sorted(rates):
         seconds += (step - last) * batch / rate
@@ -46,27 +43,28 @@ def shipped_scores(config, variables, names, flip: bool) -> dict:
     """Every metric on val of the model as shipped (with or without mirror averaging)."""
     source = data_lib.load(config.data.source, "val", config.data).source
     records = [source[i] for i in range(len(source))]
-    predictor = predict.Predictor.from_config(config, variables, flip=flip)
-    probs = predictor.predict_faces(predictor.preprocess([r["image"] for r in records]))["probs"]
+    model = predictor.Predictor.from_config(config, variables, flip=flip)
+    probs = model.predict_faces(model.preprocess([r["image"] for r in records]))["probs"]
     labels = np.array([r["label"] for r in records], np.int32)
     ids = np.array([str(r.get("source_id", i)) for i, r in enumerate(records)])
     return evaluate.score({"probs": probs, "label": labels, "source_id": ids}, names, 200)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--name", default="fer2013")
     p.add_argument("--command", required=True, help="the command that trained the run")
     p.add_argument("--hardware", default="", help="where it trained (default: this machine)")
     p.add_argument("--flip", action="store_true", help="ship with mirror-image averaging")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    xla_cpu.apply()  # evaluation's XLA:CPU flags, before jax computes anything
     single = evaluate.evaluate_workdir(args.workdir, "val", "best")
-    config, state, step = train.load_trained(args.workdir, "best")
+    config, state, step = checkpoints.load_trained(args.workdir, "best")
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    names = predict.class_names(config)
+    names = predictor.class_names(config)
     scores = shipped_scores(config, variables, names, args.flip)
-    out = predict.PRETRAINED_DIR / args.name
+    out = predictor.PRETRAINED_DIR / args.name
     out.mkdir(parents=True, exist_ok=True)
     blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
     if len(blob) > LIMIT_BYTES:

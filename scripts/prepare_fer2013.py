@@ -10,13 +10,10 @@ the TFDS builder sees exactly the Kaggle release's format. The build goes to
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ beside bregflax/
 
 USAGES = (("train", "Training"), ("val", "PublicTest"), ("test", "PrivateTest"))
 
@@ -45,13 +42,13 @@ def write_csv(npz_dir: Path, csv_path: Path) -> dict[str, int]:
     return counts
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--npz_dir", type=Path, default=Path("../shared/data/fer2013"))
     parser.add_argument("--data_dir", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from bregflax import data
-    from configs import default
+    from bregflax.configs import default
 
     config = default.get_config().data
     config.data_dir = str(args.data_dir.resolve())

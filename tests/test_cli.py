@@ -1,11 +1,12 @@
 """The ``bregflax`` console script dispatches to each module's command line."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from bregflax import cli
+from bregflax import cli, xla_cpu
 
 
 def test_usage_and_unknown_command(capsys):
@@ -20,10 +21,12 @@ def test_usage_and_unknown_command(capsys):
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
 def test_every_subcommand_has_help(command):
     run = [sys.executable, "-m", "bregflax.cli", command, "--help"]
-    result = subprocess.run(run, capture_output=True, text=True, timeout=120)
-    absl = command in ("train", "evaluate")  # absl's --help exits with status 1
-    assert result.returncode == (1 if absl else 0), result.stderr[-2000:]
-    assert "--workdir" in result.stdout if absl else f"bregflax {command}" in result.stdout
+    env = {**os.environ, xla_cpu.OPT_OUT: "0"}  # no restart with huge pages just for --help
+    result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: bregflax {command}")
+    if command in ("train", "evaluate"):
+        assert "--workdir" in result.stdout
 
 
 def test_predict_through_the_console_script(tmp_path):

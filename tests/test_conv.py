@@ -1,5 +1,7 @@
 """Convolution implementations: same values and gradients as lax, and the buffer XLA keeps."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -49,59 +51,60 @@ def _pads(shape, kernel, strides, padding, dilation=(1, 1)):
     return lax.padtype_to_pads(shape, window, strides, padding)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+def _random(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 @pytest.mark.parametrize("kernel,strides,padding,dilation", CASES)
-def test_implementations_match_lax_values_and_gradients(impl, kernel, strides, padding, dilation):
-    conv_fn = conv.CONVS.get(impl)
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (3, 9, 10, 4))
-    w = jax.random.normal(kw, (*kernel, 4, 5))
+def test_implementations_match_lax_values_and_gradients(kernel, strides, padding, dilation):
+    """Every implementation: the direct convolution's values, and lax's values and VJP."""
+    x, w = _random((3, 9, 10, 4), 0), _random((*kernel, 4, 5), 1)
     args = dict(rhs_dilation=dilation, dimension_numbers=NHWC)
-    ref = lax.conv_general_dilated(x, w, strides, padding, **args)
-    out = jax.jit(lambda x, w: conv_fn(x, w, strides, padding, **args))(x, w)
+
+    @jax.jit
+    def values_and_vjps(x, w, g):
+        out = {}
+        for impl in ("xla", *IMPLS):
+            fn = conv.CONVS.get(impl)
+            y, vjp = jax.vjp(lambda x, w, fn=fn: fn(x, w, strides, padding, **args), x, w)
+            out[impl] = (y, *vjp(g))
+        return out
+
+    shape = jax.eval_shape(lambda: lax.conv_general_dilated(x, w, strides, padding, **args))
+    got = values_and_vjps(x, w, _random(shape.shape, 2))
     pads = _pads(x.shape[1:3], kernel, strides, padding, dilation)
-    np.testing.assert_allclose(
-        out,
-        _numpy_conv(np.asarray(x, np.float64), np.asarray(w, np.float64), strides, pads, dilation),
-        rtol=1e-4,
-        atol=1e-4,
-    )
-    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-5)
-
-    g = jax.random.normal(kg, ref.shape)
-    want = jax.vjp(lambda x, w: lax.conv_general_dilated(x, w, strides, padding, **args), x, w)[1](
-        g
-    )
-    got = jax.jit(
-        lambda x, w, g: jax.vjp(lambda x, w: conv_fn(x, w, strides, padding, **args), x, w)[1](g)
-    )(x, w, g)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+    want = _numpy_conv(x.astype(np.float64), w.astype(np.float64), strides, pads, dilation)
+    np.testing.assert_allclose(got["xla"][0], want, rtol=1e-4, atol=1e-4)
+    for impl in IMPLS:
+        np.testing.assert_allclose(got[impl][0], want, rtol=1e-4, atol=1e-4, err_msg=impl)
+        for a, b in zip(got[impl], got["xla"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5, err_msg=impl)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
-def test_flax_conv_with_our_implementations_matches_the_default(impl, strides):
-    """How models.py uses it: nn.Conv passes ConvDimensionNumbers and padding pairs."""
-    x = jax.random.normal(jax.random.key(1), (2, 12, 12, 3))
-    ref = nn.Conv(8, (3, 3), strides, padding="SAME", use_bias=False)
-    ours = nn.Conv(
-        8,
-        (3, 3),
-        strides,
-        padding="SAME",
-        use_bias=False,
-        conv_general_dilated=conv.CONVS.get(impl),
-    )
-    params = ref.init(jax.random.key(2), x)
+def test_flax_conv_with_our_implementations_matches_the_default(strides):
+    """How models.py uses them: nn.Conv passes ConvDimensionNumbers and padding pairs."""
+    x = _random((2, 12, 12, 3), 3)
+    layer = functools.partial(nn.Conv, 8, (3, 3), strides, padding="SAME", use_bias=False)
+    params = layer().init(jax.random.key(2), x)
 
-    def loss(module):
-        return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(module.apply(p, x) ** 2), (0, 1)))
+    @jax.jit
+    def values_and_grads(params, x):
+        out = {}
+        for impl in ("xla", *IMPLS):
+            module = layer(conv_general_dilated=conv.CONVS.get(impl))
+            loss = lambda p, x, module=module: jnp.sum(module.apply(p, x) ** 2)  # noqa: E731
+            out[impl] = jax.value_and_grad(loss, (0, 1))(params, x)
+        return out
 
-    (v_ref, (gp_ref, gx_ref)), (v, (gp, gx)) = loss(ref)(params, x), loss(ours)(params, x)
-    np.testing.assert_allclose(v, v_ref, rtol=1e-6)
-    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), gp, gp_ref)
+    got = values_and_grads(params, x)
+    (v_ref, (gp_ref, gx_ref)) = got["xla"]
+    for impl in IMPLS:
+        v, (gp, gx) = got[impl]
+        np.testing.assert_allclose(v, v_ref, rtol=1e-6, err_msg=impl)
+        np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5, err_msg=impl)
+        for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(gp_ref), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=impl)
 
 
 def test_materialize_is_the_identity_on_every_float():
@@ -145,12 +148,10 @@ def test_the_buffer_survives_compilation():
     ],
 )
 def test_phase_conv_is_the_stride_2_convolution(shape, kernel, padding):
-    kx, kw = jax.random.split(jax.random.key(3))
-    x = jax.random.normal(kx, shape)
-    w = jax.random.normal(kw, (*kernel, shape[-1], 4))
+    x, w = _random(shape, 4), _random((*kernel, shape[-1], 4), 5)
     out = jax.jit(lambda x, w: conv.phase_conv(x, w, padding))(x, w)
     pads = _pads(shape[1:3], kernel, (2, 2), padding)
-    want = _numpy_conv(np.asarray(x, np.float64), np.asarray(w, np.float64), (2, 2), pads, (1, 1))
+    want = _numpy_conv(x.astype(np.float64), w.astype(np.float64), (2, 2), pads, (1, 1))
     assert out.shape == want.shape
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
@@ -169,7 +170,7 @@ def test_phased_input_gradients_of_strided_convs_are_plain_convolutions():
     assert "lhs_dilate=2x2" in _compiled_input_gradient("xla")
     assert "lhs_dilate=2x2" in _compiled_input_gradient("materialized")
     assert "lhs_dilate" not in _compiled_input_gradient("phased")
-    # A 1x1 stride-2 projection keeps XLA's own input gradient (cheap: measured 1.6 ms).
+    # A 1x1 stride-2 projection keeps XLA's own input gradient (cheap: docs/performance.md).
     assert "lhs_dilate=2x2" in _compiled_input_gradient("phased", kernel=(1, 1))
 
 

@@ -1,20 +1,12 @@
 """benchmarks/conv_ops.py finds every convolution of a network and totals what it times."""
 
-import importlib.util
 import json
 
-from conftest import ROOT
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("conv_ops", ROOT / "benchmarks/conv_ops.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+from benchmarks import conv_ops
 
 
 def test_model_convs_counts_every_convolution_of_bregnet39():
-    convs = _bench().model_convs("BReGNet39", batch=2)
+    convs = conv_ops.model_convs("BReGNet39", batch=2)
     # 2 stem convs, 2 per block over 3 x 6 blocks, a 1x1 projection entering stages 2 and 3.
     assert sum(convs.values()) == 2 + 2 * 18 + 2
     first = [k for k in convs if not k.needs_dx]
@@ -25,9 +17,8 @@ def test_model_convs_counts_every_convolution_of_bregnet39():
 
 
 def test_conv_ops_smoke_totals_are_the_weighted_sums(tmp_path, capsys):
-    bench = _bench()
     out = tmp_path / "r.json"
-    (result,) = bench.main(
+    (result,) = conv_ops.main(
         ["--models", "BReGNetTiny", "--batch", "2", "--repeats", "1", "--no-torch"]
         + ["--json", str(out)]
     )

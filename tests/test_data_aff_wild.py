@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import data_config
 
 from bregflax import data
 from bregflax.data import aff_wild, build_report
@@ -15,9 +14,15 @@ COLOUR = (200, 100, 50)  # RGB
 BOX = (16, 12, 24, 24)
 
 
-def make_config(tmp_path, **overrides):
-    defaults = dict(image_size=16, channels=3, aff_wild_stride=3, aff_wild_val_fraction=0.34)
-    return data_config(tmp_path, **{**defaults, **overrides})
+@pytest.fixture
+def make_config(data_config):
+    """``make_config(**overrides)``: the tiny Aff-Wild ``config.data`` these tests build."""
+
+    def make(**overrides):
+        defaults = dict(image_size=16, channels=3, aff_wild_stride=3, aff_wild_val_fraction=0.34)
+        return data_config(**{**defaults, **overrides})
+
+    return make
 
 
 def write_video(path, frames=12, box=BOX):
@@ -86,8 +91,8 @@ def report_of(config):
     return json.loads(path.read_text())
 
 
-def test_splits_by_video_values_and_crops(tmp_path, release):
-    config = make_config(tmp_path)
+def test_splits_by_video_values_and_crops(release, make_config):
+    config = make_config()
     train, val, test = (data.load("aff_wild", s, config) for s in ("train", "val", "test"))
     assert (len(train.source), len(val.source), len(test.source)) == (8, 4, 2)
     assert train.class_names == () and train.class_counts.shape == (0,)
@@ -105,7 +110,7 @@ def test_splits_by_video_values_and_crops(tmp_path, release):
     assert all(np.isnan(r["valence"]) and np.isnan(r["arousal"]) for r in records(test))
 
 
-def test_bad_input_is_counted_by_reason(tmp_path):
+def test_bad_input_is_counted_by_reason(tmp_path, make_config):
     raw = tmp_path / "raw"
     for video in ("1", "2", "3", "5"):
         add_video(raw, "train", video, annotate=video != "5")
@@ -121,7 +126,7 @@ def test_bad_input_is_counted_by_reason(tmp_path):
     (boxes / "4.pts").unlink()
     (boxes / "7.pts").write_text("version: 1\nn_points: 4\n{\n1 2\n}\n")
     (boxes / "10.pts").write_text(pts_text([(70, 70), (90, 70), (90, 90), (70, 90)]))
-    config = make_config(tmp_path, aff_wild_val_fraction=0.0)
+    config = make_config(aff_wild_val_fraction=0.0)
     train = data.load("aff_wild", "train", config)
     assert len(train.source) == 2 + 2 + 1  # videos 1, 2, 3
     report = report_of(config)
@@ -151,21 +156,21 @@ def test_bad_input_is_counted_by_reason(tmp_path):
     assert report["notes"]["annotation_lines_without_frame"]["count"] == 1
 
 
-def test_strict_names_file_and_line(tmp_path, release):
+def test_strict_names_file_and_line(release, make_config):
     write_values(release, "2", [0.1, 0.2, "oops"] + [0.1] * 9, [0.1] * 12)
-    config = make_config(tmp_path, strict=True, aff_wild_stride=1)
+    config = make_config(strict=True, aff_wild_stride=1)
     with pytest.raises(build_report.BadRecordError, match=r"valence/2.txt:line 3: valence_not"):
         data.load("aff_wild", "train", config)
     assert not aff_wild.builder(config).is_prepared()
 
 
-def test_empty_split_is_an_error(tmp_path, release):
+def test_empty_split_is_an_error(release, make_config):
     (release / "videos" / "test" / "9.mp4").write_bytes(b"broken")
     with pytest.raises(build_report.EmptySplitError, match="'test' has no usable records"):
-        data.load("aff_wild", "train", make_config(tmp_path))
+        data.load("aff_wild", "train", make_config())
 
 
-def test_box_folder_variants_and_alignment(tmp_path):
+def test_box_folder_variants_and_alignment(tmp_path, make_config):
     raw = tmp_path / "raw"
     write_video(raw / "videos" / "train" / "1.avi", 6)
     write_boxes(raw, "train/train", "1", 6, kind="bboxs")  # bboxs/train/train/1/<k>.pts
@@ -175,22 +180,22 @@ def test_box_folder_variants_and_alignment(tmp_path):
     marks = raw / "landmarks" / "train" / "1"
     marks.mkdir(parents=True)
     (marks / "1.pts").write_text(pts_text(eyes))
-    config = make_config(tmp_path, face_align=True, aff_wild_val_fraction=0.0)
+    config = make_config(face_align=True, aff_wild_val_fraction=0.0)
     assert len(data.load("aff_wild", "train", config).source) == 1  # frame 1
     assert report_of(config)["excluded"]["no_landmarks"]["count"] == 1  # frame 4
-    unaligned = make_config(tmp_path, aff_wild_val_fraction=0.0, aff_wild_stride=1)
+    unaligned = make_config(aff_wild_val_fraction=0.0, aff_wild_stride=1)
     assert len(data.load("aff_wild", "train", unaligned).source) == 6
 
 
-def test_second_load_reuses_the_prepared_data(tmp_path, release, monkeypatch):
-    config = make_config(tmp_path)
+def test_second_load_reuses_the_prepared_data(release, monkeypatch, make_config):
+    config = make_config()
     data.load("aff_wild", "train", config)
     prepared = Path(aff_wild.builder(config).data_dir)
     before = {p: p.stat().st_mtime_ns for p in prepared.iterdir()}
     monkeypatch.setattr(aff_wild.AffWild, "plan", lambda *a: pytest.fail("rebuilt"))
     assert len(data.load("aff_wild", "val", config).source) == 4
     assert {p: p.stat().st_mtime_ns for p in prepared.iterdir()} == before
-    other = make_config(tmp_path, aff_wild_stride=1, image_size=8)
+    other = make_config(aff_wild_stride=1, image_size=8)
     with pytest.raises(pytest.fail.Exception, match="rebuilt"):
         data.load("aff_wild", "train", other)  # a new stride is a new copy
 
@@ -212,8 +217,8 @@ def test_pts_parsing(tmp_path):
             aff_wild.read_pts(path)
 
 
-def test_not_found_names_the_request_and_folder(tmp_path):
+def test_not_found_names_the_request_and_folder(tmp_path, make_config):
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load("aff_wild", "train", make_config(tmp_path))
+        data.load("aff_wild", "train", make_config())
     assert "ibug.doc.ic.ac.uk" in str(info.value)
     assert str(tmp_path / "raw") in str(info.value)

@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import data_config
 
 from bregflax import data
 from bregflax.data import affectnet, build_report
@@ -16,9 +15,11 @@ BOX = (30, 20, 40, 40)
 HEADER = ",".join(affectnet.COLUMNS)
 
 
-def make_config(tmp_path, **overrides):
-    defaults = dict(image_size=16, channels=3, affectnet_holdout_fraction=0.25)
-    return data_config(tmp_path, **{**defaults, **overrides})
+@pytest.fixture
+def make_config(data_config):
+    """``make_config(**overrides)``: an AffectNet ``config.data`` under the test's tmp_path."""
+    defaults = {"image_size": 16, "channels": 3, "affectnet_holdout_fraction": 0.25}
+    return lambda **overrides: data_config(**{**defaults, **overrides})
 
 
 def write_face(path, box=BOX, shape=(100, 120)):
@@ -86,8 +87,8 @@ def report_of(config, task="cat8"):
     return json.loads(path.read_text())
 
 
-def test_cat8_splits_labels_crops(tmp_path, csv_release):
-    config = make_config(tmp_path)
+def test_cat8_splits_labels_crops(tmp_path, csv_release, make_config):
+    config = make_config()
     train = data.load("affectnet", "train", config)
     holdout = data.load("affectnet", "holdout", config)
     val = data.load("affectnet", "val", config)
@@ -112,8 +113,8 @@ def test_cat8_splits_labels_crops(tmp_path, csv_release):
     assert report["bad_input"] == {}
 
 
-def test_cat7_and_va_tasks(tmp_path, csv_release):
-    config = make_config(tmp_path)
+def test_cat7_and_va_tasks(tmp_path, csv_release, make_config):
+    config = make_config()
     cat7 = data.load("affectnet7", "train", config)
     assert cat7.class_names == affectnet.AFFECTNET_CLASSES[:7]
     assert len(cat7.source) == 22 and max(int(r["label"]) for r in records(cat7)) == 6
@@ -155,11 +156,11 @@ def bad_rows(raw):
     return rows + ["1/img0.jpg,30,20,40"]  # malformed: too few fields
 
 
-def test_every_bad_row_is_counted(tmp_path):
+def test_every_bad_row_is_counted(tmp_path, make_config):
     raw = tmp_path / "raw"
     training = training_rows(raw)
     write_lists(raw, training + bad_rows(raw), validation_rows(raw))
-    config = make_config(tmp_path)
+    config = make_config()
     assert len(data.load("affectnet", "train", config).source) == 25
     report = report_of(config)
     assert set(report["bad_input"]) == set(BAD) | {"malformed_row"}
@@ -170,23 +171,23 @@ def test_every_bad_row_is_counted(tmp_path):
         assert entry["examples"][0].startswith(where), (reason, entry)
 
 
-def test_strict_names_file_and_line(tmp_path):
+def test_strict_names_file_and_line(tmp_path, make_config):
     raw = tmp_path / "raw"
     training = training_rows(raw)
     write_lists(raw, training + bad_rows(raw)[5:], validation_rows(raw))
     line = len(training) + 2
     with pytest.raises(build_report.BadRecordError, match=f"training.csv:line {line}: label_out"):
-        data.load("affectnet", "train", make_config(tmp_path, strict=True))
+        data.load("affectnet", "train", make_config(strict=True))
 
 
-def test_empty_official_validation_is_an_error(tmp_path):
+def test_empty_official_validation_is_an_error(tmp_path, make_config):
     raw = tmp_path / "raw"
     write_lists(raw, training_rows(raw), [row("val/0.jpg", 12)])
     with pytest.raises(build_report.EmptySplitError, match="'val' has no usable records"):
-        data.load("affectnet", "train", make_config(tmp_path))
+        data.load("affectnet", "train", make_config())
 
 
-def test_aligned_build_reads_landmarks(tmp_path):
+def test_aligned_build_reads_landmarks(tmp_path, make_config):
     raw = tmp_path / "raw"
     eyes = np.tile([50.0, 40.0], (68, 1))
     eyes[36:42], eyes[42:48] = (40, 35), (60, 45)
@@ -197,12 +198,12 @@ def test_aligned_build_reads_landmarks(tmp_path):
         write_face(raw / affectnet.IMAGES / f"{c}/img0.jpg")
     write_face(raw / affectnet.IMAGES / "0/img1.jpg")
     write_lists(raw, training, validation_rows(raw))
-    config = make_config(tmp_path, face_align=True, face_margin=0.25, affectnet_holdout_fraction=0)
+    config = make_config(face_align=True, face_margin=0.25, affectnet_holdout_fraction=0)
     split = data.load("affectnet", "train", config)
     assert len(split.source) == 8
     assert "cat8_aligned_16px_rgb_margin0.25" in affectnet.builder(config).data_dir
     assert report_of(config)["bad_input"]["landmarks_malformed"]["count"] == 1
-    assert data.load("affectnet", "train", make_config(tmp_path)).source[0]["image"].shape == (
+    assert data.load("affectnet", "train", make_config()).source[0]["image"].shape == (
         16,
         16,
         3,
@@ -225,7 +226,7 @@ def write_npy_release(raw, folder, items):
         np.save(annotations / f"{stem}_lnd.npy", np.full(136, 100.0))
 
 
-def test_npy_release(tmp_path):
+def test_npy_release(tmp_path, make_config):
     raw = tmp_path / "raw"
     train = [(str(i), str(i % 8), "0.25", "-0.5") for i in range(16)]
     train += [("100", None, "0.1", "0.1"), ("101", "12", "0.1", "0.1"), ("102", "3", "-2", "-2")]
@@ -233,7 +234,7 @@ def test_npy_release(tmp_path):
     write_npy_release(raw, "train_set", train)
     write_npy_release(raw, "val_set", [(str(i), str(i), "0.75", "0.5") for i in range(8)])
     save_text(raw / "val_set" / "annotations" / "55_exp.npy", "1")  # no image
-    config = make_config(tmp_path, affectnet_holdout_fraction=0.5)
+    config = make_config(affectnet_holdout_fraction=0.5)
     split = data.load("affectnet", "train", config)
     # 17 usable (2 per code, code 3 once more with valence -2): half of each code held out.
     holdout = data.load("affectnet", "holdout", config)
@@ -255,8 +256,8 @@ def test_npy_release(tmp_path):
     assert sum(map(len, va)) == 16
 
 
-def test_not_found_names_the_form_and_folder(tmp_path):
-    config = make_config(tmp_path, manual_dir="")
+def test_not_found_names_the_form_and_folder(tmp_path, make_config):
+    config = make_config(manual_dir="")
     for source in ("affectnet", "affectnet7", "affectnet_va"):
         with pytest.raises(data.DatasetNotFoundError) as info:
             data.load(source, "val", config)

@@ -8,16 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import data_config
 
 from bregflax import data
 from bregflax.data import build_report, fer2013
 
-FER2013_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
 
-
-def make_config(tmp_path, **overrides):
-    return data_config(tmp_path, **{**dict(image_size=48, channels=1), **overrides})
+@pytest.fixture
+def make_config(data_config):
+    """``make_config(**overrides)``: a FER2013 ``config.data`` under the test's tmp_path."""
+    return lambda **overrides: data_config(**{"image_size": 48, "channels": 1, **overrides})
 
 
 def pixels(seed):
@@ -46,9 +45,9 @@ def report_of(config):
     return json.loads((Path(fer2013.builder(config).data_dir) / "build_report.json").read_text())
 
 
-def test_csv_splits_labels_and_records(tmp_path):
+def test_csv_splits_labels_and_records(tmp_path, make_config):
     write_csv(tmp_path / "raw" / "fer2013.csv", good_rows())
-    config = make_config(tmp_path)
+    config = make_config()
     train = data.load("fer2013", "train", config)
     assert len(train.source) == 7
     assert train.class_names == data.FER2013_CLASSES
@@ -70,11 +69,20 @@ def test_csv_splits_labels_and_records(tmp_path):
     assert "tensorflow" not in sys.modules  # built and read without TensorFlow
 
 
-def test_other_kaggle_csv_variant(tmp_path):
+def test_csv_with_a_byte_order_mark(tmp_path, make_config):
+    """Spreadsheet programs save UTF-8 with a BOM; it must not become part of "emotion"."""
+    write_csv(tmp_path / "raw" / "fer2013.csv", good_rows())
+    path = tmp_path / "raw" / "fer2013.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    train = data.load("fer2013", "train", make_config())
+    assert len(train.source) == 7 and int(train.source[3]["label"]) == 3
+
+
+def test_other_kaggle_csv_variant(tmp_path, make_config):
     """icml_face_data.csv: columns in another order, with spaces after the commas."""
     rows = [f"{c}, Training, {pixel_text(pixels(c))}" for c in range(3)]
     write_csv(tmp_path / "raw" / "icml_face_data.csv", rows, header="emotion, Usage, pixels")
-    split = data.load("fer2013", "train", make_config(tmp_path))
+    split = data.load("fer2013", "train", make_config())
     assert len(split.source) == 3
     np.testing.assert_array_equal(split.source[2]["image"][..., 0], pixels(2))
 
@@ -90,11 +98,11 @@ BAD_ROWS = {
 }
 
 
-def test_every_bad_row_is_counted_with_its_reason_and_line(tmp_path):
+def test_every_bad_row_is_counted_with_its_reason_and_line(tmp_path, make_config):
     rows = good_rows()
     rows[1:1] = list(BAD_ROWS.values()) + [""]  # lines 3-9 bad, line 10 blank
     write_csv(tmp_path / "raw" / "fer2013.csv", rows)
-    config = make_config(tmp_path)
+    config = make_config()
     assert len(data.load("fer2013", "train", config).source) == 7
     report = report_of(config)
     assert report["kept"] == {"train": 7, "val": 3, "test": 2}
@@ -107,44 +115,46 @@ def test_every_bad_row_is_counted_with_its_reason_and_line(tmp_path):
     assert fer2013.builder(config).info.metadata["build_report"]["kept"]["train"] == 7
 
 
-def test_strict_stops_at_the_first_bad_row(tmp_path):
+def test_strict_stops_at_the_first_bad_row(tmp_path, make_config):
     rows = good_rows()
     rows.insert(4, BAD_ROWS["pixels_not_numeric"])
     write_csv(tmp_path / "raw" / "fer2013.csv", rows)
-    config = make_config(tmp_path, strict=True)
+    config = make_config(strict=True)
     with pytest.raises(
         build_report.BadRecordError, match=r"fer2013.csv:line 6: pixels_not_numeric"
     ):
         data.load("fer2013", "train", config)
     assert not fer2013.builder(config).is_prepared()
     # Built leniently, the prepared data still refuses a strict load.
-    data.load("fer2013", "train", make_config(tmp_path))
+    data.load("fer2013", "train", make_config())
     with pytest.raises(build_report.BadRecordError, match="fer2013.csv:line 6"):
         data.load("fer2013", "train", config)
 
 
-def test_empty_split_is_an_error(tmp_path):
+def test_empty_split_is_an_error(tmp_path, make_config):
     rows = [r for r in good_rows() if r[2] != "PublicTest"]
     rows.append((9, pixel_text(pixels(0)), "PublicTest"))
     write_csv(tmp_path / "raw" / "fer2013.csv", rows)
-    config = make_config(tmp_path)
+    config = make_config()
     with pytest.raises(build_report.EmptySplitError, match="'val' has no usable records"):
         data.load("fer2013", "train", config)
     assert not fer2013.builder(config).is_prepared()
 
 
-def test_split_absent_from_the_source_is_reported_and_only_an_error_when_requested(tmp_path):
+def test_split_absent_from_the_source_is_reported_and_only_an_error_when_requested(
+    tmp_path, make_config
+):
     write_csv(tmp_path / "raw" / "fer2013.csv", [r for r in good_rows() if r[2] != "PrivateTest"])
-    config = make_config(tmp_path)
+    config = make_config()
     assert len(data.load("fer2013", "val", config).source) == 3
     assert report_of(config)["absent_splits"] == ["test"]
     with pytest.raises(build_report.EmptySplitError, match="no split 'test' .absent"):
         data.load("fer2013", "test", config)
 
 
-def test_second_load_reuses_the_prepared_data(tmp_path, monkeypatch):
+def test_second_load_reuses_the_prepared_data(tmp_path, monkeypatch, make_config):
     write_csv(tmp_path / "raw" / "fer2013.csv", good_rows())
-    config = make_config(tmp_path)
+    config = make_config()
     data.load("fer2013", "train", config)
     prepared = Path(fer2013.builder(config).data_dir)
     before = {p: p.stat().st_mtime_ns for p in prepared.iterdir()}
@@ -158,18 +168,18 @@ def test_second_load_reuses_the_prepared_data(tmp_path, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in prepared.iterdir()} == before
 
 
-def test_size_and_channels_build_separate_copies(tmp_path):
+def test_size_and_channels_build_separate_copies(tmp_path, make_config):
     write_csv(tmp_path / "raw" / "fer2013.csv", good_rows())
-    small = data.load("fer2013", "train", make_config(tmp_path, image_size=32, channels=3))
+    small = data.load("fer2013", "train", make_config(image_size=32, channels=3))
     assert small.source[0]["image"].shape == (32, 32, 3)
-    full = data.load("fer2013", "train", make_config(tmp_path))
+    full = data.load("fer2013", "train", make_config())
     assert full.source[0]["image"].shape == (48, 48, 1)
     assert len(list((tmp_path / "tfds" / "fer2013").iterdir())) == 2
 
 
-def test_not_found_says_what_and_where(tmp_path, monkeypatch):
+def test_not_found_says_what_and_where(tmp_path, monkeypatch, make_config):
     monkeypatch.setenv("BREGFLAX_DATA_DIR", str(tmp_path / "store"))
-    config = make_config(tmp_path, data_dir="", manual_dir="")
+    config = make_config(data_dir="", manual_dir="")
     with pytest.raises(data.DatasetNotFoundError) as info:
         data.load("fer2013", "train", config)
     message = str(info.value)
@@ -185,14 +195,14 @@ def write_image(path, image):
     assert cv2.imwrite(str(path), image)
 
 
-def test_image_folders_with_usage_prefixes(tmp_path):
+def test_image_folders_with_usage_prefixes(tmp_path, make_config):
     raw = tmp_path / "raw"
     for i, cls in enumerate(fer2013.CLASS_FOLDERS):
         write_image(raw / "train" / cls / f"Training_{100 + i}.jpg", pixels(i))
     write_image(raw / "test" / "happy" / "PublicTest_7.jpg", pixels(7))
     write_image(raw / "test" / "sad" / "PublicTest_8.jpg", pixels(8))
     write_image(raw / "test" / "neutral" / "PrivateTest_9.jpg", pixels(9))
-    config = make_config(tmp_path)
+    config = make_config()
     train = data.load("fer2013", "train", config)
     assert sorted(int(train.source[i]["label"]) for i in range(7)) == list(range(7))
     assert train.source[0]["source_id"] == "train/angry/Training_100.jpg"
@@ -203,13 +213,13 @@ def test_image_folders_with_usage_prefixes(tmp_path):
     assert report_of(config)["source_format"].startswith("image folders (split by Usage")
 
 
-def test_image_folders_without_prefixes_carve_a_stratified_val(tmp_path):
+def test_image_folders_without_prefixes_carve_a_stratified_val(tmp_path, make_config):
     raw = tmp_path / "raw"
     for cls, n in (("angry", 10), ("happy", 20)):
         for i in range(n):
             write_image(raw / "train" / cls / f"im{i:03d}.png", pixels(i))
     write_image(raw / "test" / "fear" / "t.png", pixels(0))
-    config = make_config(tmp_path, fer2013_val_fraction=0.2)
+    config = make_config(fer2013_val_fraction=0.2)
     val = data.load("fer2013", "val", config)
     labels = sorted(int(val.source[i]["label"]) for i in range(len(val.source)))
     assert labels == [0, 0, 3, 3, 3, 3]
@@ -223,7 +233,7 @@ def test_image_folders_without_prefixes_carve_a_stratified_val(tmp_path):
     assert fer2013.builder(config).info.splits["val"].num_examples == 6
 
 
-def test_image_folder_bad_files_are_counted(tmp_path):
+def test_image_folder_bad_files_are_counted(tmp_path, make_config):
     raw = tmp_path / "raw"
     write_image(raw / "train" / "angry" / "Training_1.jpg", pixels(1))
     write_image(raw / "test" / "happy" / "PublicTest_2.jpg", pixels(2))
@@ -232,7 +242,7 @@ def test_image_folder_bad_files_are_counted(tmp_path):
     (raw / "train" / "angry" / "Training_5.txt").write_text("notes")
     write_image(raw / "train" / "contempt" / "Training_6.jpg", pixels(6))
     (raw / "train" / "angry" / ".DS_Store").write_bytes(b"\0")
-    config = make_config(tmp_path)
+    config = make_config()
     assert len(data.load("fer2013", "train", config).source) == 1
     report = report_of(config)
     assert {k: v["count"] for k, v in report["bad_input"].items()} == {
@@ -244,21 +254,57 @@ def test_image_folder_bad_files_are_counted(tmp_path):
     assert report["excluded"]["hidden_file"]["count"] == 1
 
 
-@pytest.mark.slow
-def test_real_fer2013_through_the_csv(tmp_path):
-    """Builds from a fer2013.csv written from the shared arrays (no PrivateTest rows)."""
-    if not (FER2013_DIR / "train.npz").exists() or not (FER2013_DIR / "val.npz").exists():
-        pytest.skip(f"real FER2013 arrays not found at {FER2013_DIR} (train.npz, val.npz)")
-    usages = (("Training", "train"), ("PublicTest", "val"))
-    arrays = {u: np.load(FER2013_DIR / f"{s}.npz") for u, s in usages}
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    with (raw / "fer2013.csv").open("w") as f:
+def write_arrays_csv(path, splits):
+    """A fer2013.csv of ``{usage: (images (N, 48, 48) uint8, labels)}``, in that order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
         f.write("emotion,pixels,Usage\n")
-        for usage, npz in arrays.items():
-            for image, label in zip(npz["images"], npz["labels"], strict=True):
+        for usage, (images, labels) in splits.items():
+            for image, label in zip(images, labels, strict=True):
                 f.write(f"{label},{' '.join(map(str, image.reshape(-1)))},{usage}\n")
-    config = make_config(tmp_path)
+
+
+def test_training_on_a_prepared_build(tmp_path, make_config, trained_run, read_metric):
+    """The shared tiny run's faces, written as a fer2013.csv and built, train the same run.
+
+    The same images, labels and training counts give the same first batch, so step 1's
+    cross-entropy equals the shared run's; FER2013 has no valence/arousal, so the loss is
+    the cross-entropy alone. (The shared run's config keeps the compiled steps cached.)
+    """
+    from bregflax import checkpoints
+    from bregflax import train as train_lib
+
+    run = checkpoints.read_config(trained_run)
+    synthetic = {
+        usage: data.load("synthetic", split, run.data).source.arrays
+        for usage, split in (("Training", "train"), ("PublicTest", "val"))
+    }
+    config = make_config()
+    write_arrays_csv(
+        tmp_path / "raw" / "fer2013.csv",
+        {u: (a["image"][..., 0], a["label"]) for u, a in synthetic.items()},
+    )
+    train = data.load("fer2013", "train", config)
+    np.testing.assert_array_equal(train.source[5]["image"], synthetic["Training"]["image"][5])
+    run.data.source = "fer2013"
+    run.data.data_dir, run.data.manual_dir = config.data_dir, config.manual_dir
+    run.max_steps = 3
+    train_lib.train_and_evaluate(run, tmp_path / "run")
+    ce = read_metric(tmp_path / "run", "train/ce")
+    np.testing.assert_array_equal(read_metric(tmp_path / "run", "train/loss"), ce)
+    assert len(ce) == 3 and ce[0] == read_metric(trained_run, "train/ce")[0]
+    assert len(read_metric(tmp_path / "run", "val/accuracy")) == 1
+
+
+@pytest.mark.slow
+def test_real_fer2013_through_the_csv(tmp_path, make_config, fer2013_dir, shrink):
+    """Builds from a fer2013.csv written from the shared arrays (no PrivateTest rows)."""
+    usages = (("Training", "train"), ("PublicTest", "val"))
+    arrays = {u: np.load(fer2013_dir / f"{s}.npz") for u, s in usages}
+    write_arrays_csv(
+        tmp_path / "raw" / "fer2013.csv", {u: (a["images"], a["labels"]) for u, a in arrays.items()}
+    )
+    config = make_config()
     start = time.perf_counter()
     train = data.load("fer2013", "train", config)
     seconds = time.perf_counter() - start
@@ -280,14 +326,12 @@ def test_real_fer2013_through_the_csv(tmp_path):
     with pytest.raises(build_report.EmptySplitError):
         data.load("fer2013", "test", config)
     # The prepared build trains: python -m bregflax.main --config=configs/fer2013.py would.
-    from conftest import load_config, tiny
-
+    from bregflax import configs
     from bregflax import train as train_lib
 
-    run = tiny(load_config("configs/fer2013.py"), max_steps=3, batch_size=16, eval_batch_size=256)
-    run.data.source = "fer2013"
+    overrides = {"data.source": "fer2013", "model.name": "BReGNetTiny", "max_steps": 3}
+    run = shrink(configs.get("fer2013"), **overrides, batch_size=16, eval_batch_size=256)
     run.data.data_dir, run.data.manual_dir = config.data_dir, config.manual_dir
-    run.model.name = "BReGNetTiny"
     train_lib.train_and_evaluate(run, tmp_path / "run")
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3]

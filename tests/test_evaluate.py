@@ -1,38 +1,21 @@
-"""The evaluate CLI end to end on small trained workdirs."""
+"""Evaluation of a trained run: the files it writes, its predictions, checkpoint choice."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_config, tiny
 
-from bregflax import evaluate, metrics, train
+from bregflax import checkpoints, data, evaluate, metrics, train
 
-DEMO = load_config("configs/demo.py")
-
-
-@pytest.fixture(scope="module")
-def demo_workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    train.train_and_evaluate(tiny(DEMO, num_epochs=2), workdir)
-    return workdir
+VA_FILES = ("val_va_scatter.png", "val_va_error_hist.png")
 
 
-def _run(*args):
-    cmd = [sys.executable, "-m", "bregflax.evaluate", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_writes_every_file(demo_workdir):
-    result = _run(f"--workdir={demo_workdir}", "--split=val", "--checkpoint=best", "--repeats=50")
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = demo_workdir / "eval"
+def test_cli_writes_every_file(trained_run, capsys):
+    evaluate.main([f"--workdir={trained_run}", "--split=val", "--checkpoint=best", "--repeats=50"])
+    out = trained_run / "eval"
     expected = [
         "val.json", "val_table.md", "val_per_class.md", "val_confusion.png",
-        "val_confusion_normalized.png", "val_va_scatter.png", "val_va_error_hist.png",
-        "loss_curves.png", "val_predictions.csv",
+        "val_confusion_normalized.png", *VA_FILES, "loss_curves.png", "val_predictions.csv",
     ]  # fmt: skip
     for name in expected:
         path = out / name
@@ -40,46 +23,75 @@ def test_cli_writes_every_file(demo_workdir):
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "val.json").read_text())
-    assert results["num_examples"] == 40
+    assert results["num_examples"] == 40 and results["checkpoint"] == "best"
     for key in ("accuracy", "f1", "kappa", "alpha", "mcc", "ppv"):
         assert key in results["categorical"] and key in results["skew_normalized"]
     assert "valence/ccc" in results["dimensional"]
     table = (out / "val_table.md").read_text()
     assert "| Accuracy |" in table and "Orig" in table and "Norm" in table and "| CCC |" in table
+    assert capsys.readouterr().out.startswith(table)  # the command prints the table
     rows = (out / "val_predictions.csv").read_text().splitlines()
     assert len(rows) == 41 and rows[0].startswith("source_id,label,pred,pred_name")
 
 
-def test_predictions_agree_with_the_written_metrics(demo_workdir):
-    config, state, _ = train.load_trained(demo_workdir, "latest")
-    from bregflax import data
-
+def test_predictions_agree_with_the_trainers_validation(trained_run, read_metric):
+    """predict_split in batches of 16 gives the accuracy and loss the trainer logged at the
+    last step (batches of 32), and the scores evaluate computes from the same predictions."""
+    config, state, step = checkpoints.load_trained(trained_run, "latest")
     split = data.load(config.data.source, "val", config.data)
-    predictions = evaluate.predict(config, state, split.source, batch_size=16)
-    assert len(predictions["probs"]) == 40
+    predictions = evaluate.predict_split(config, state, split.source, batch_size=16)
+    assert len(predictions["probs"]) == len(predictions["va"]) == 40
     np.testing.assert_allclose(predictions["probs"].sum(-1), 1.0, rtol=1e-5)
-    acc = metrics.categorical_metrics(predictions["label"], predictions["probs"].argmax(-1), 7)[
-        "accuracy"
-    ]
-    manual = float(np.mean(predictions["label"] == predictions["probs"].argmax(-1)))
-    assert acc == pytest.approx(manual)
+    labels, predicted = predictions["label"], predictions["probs"].argmax(-1)
+    accuracy = float(np.mean(labels == predicted))
+    assert accuracy == pytest.approx(read_metric(trained_run, "val/accuracy")[-1])
+    true = np.stack([predictions["valence"], predictions["arousal"]], -1)
+    rmse = float(np.sqrt(np.mean((predictions["va"] - true) ** 2)))
+    assert rmse == pytest.approx(read_metric(trained_run, "val/va_rmse")[-1], rel=1e-4)
+    scores = evaluate.score(predictions, split.class_names, repeats=5)
+    assert scores["categorical"]["accuracy"] == pytest.approx(accuracy)
+    expected = metrics.categorical_metrics(labels, predicted, 7)["accuracy"]
+    assert scores["categorical"]["accuracy"] == pytest.approx(expected)
 
 
-def test_checkpoint_choice_and_errors(demo_workdir, tmp_path):
-    steps = sorted(
-        int(p.name) for p in (demo_workdir / "checkpoints").iterdir() if p.name.isdigit()
-    )
+def test_checkpoint_choice_and_errors(trained_run, tmp_path, capsys):
+    results = evaluate.evaluate_workdir(trained_run, checkpoint="3", repeats=5)
+    assert results["step"] == 3
+    assert json.loads((trained_run / "eval" / "val.json").read_text())["step"] == 3
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([f"--workdir={trained_run}", "--checkpoint=99999"])
+    assert e.value.code == 2 and "saved steps: [3, 6, 9, 12]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([f"--workdir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "config.json" in err and err.startswith("error: ")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([])
+    assert e.value.code == 2 and "--workdir" in capsys.readouterr().err
+
+
+def test_categorical_predictions_write_no_va_files(trained_run, tmp_path):
+    config, state, step = checkpoints.load_trained(trained_run, "latest")
+    split = data.load(config.data.source, "val", config.data)
+    predictions = evaluate.predict_split(config, state, split.source, batch_size=32)
+    del predictions["va"]
+    results = {"split": "val", "step": step, **evaluate.score(predictions, split.class_names, 5)}
+    assert "dimensional" not in results and "categorical" in results
+    written = evaluate.write_reports(tmp_path, "val", results, predictions, split.class_names)
+    names = {p.name for p in written}
+    assert "val_confusion.png" in names and not names & set(VA_FILES)
+    assert not any((tmp_path / "eval" / name).exists() for name in VA_FILES)
+    header = (tmp_path / "eval" / "val_predictions.csv").read_text().splitlines()[0]
     assert (
-        _run(f"--workdir={demo_workdir}", f"--checkpoint={steps[0]}", "--repeats=5").returncode == 0
+        "valence" not in header
+        and "| CCC |" not in (tmp_path / "eval" / "val_table.md").read_text()
     )
-    bad = _run(f"--workdir={demo_workdir}", "--checkpoint=99999")
-    assert bad.returncode == 2 and "saved steps" in bad.stderr
-    empty = _run(f"--workdir={tmp_path}")
-    assert empty.returncode == 2 and "config.json" in empty.stderr
 
 
-def test_categorical_only_run_has_no_va_files(tmp_path):
-    train.train_and_evaluate(tiny(DEMO, num_epochs=1, **{"model.head": "classes"}), tmp_path)
+@pytest.mark.slow
+def test_categorical_only_run_has_no_va_files(shrink, demo_config, tmp_path):
+    config = shrink(demo_config, num_epochs=1, **{"model.head": "classes"})
+    train.train_and_evaluate(config, tmp_path)
     results = evaluate.evaluate_workdir(tmp_path, repeats=10)
     assert "dimensional" not in results and "categorical" in results
     assert not (tmp_path / "eval" / "val_va_scatter.png").exists()

@@ -52,6 +52,8 @@ def test_box_partly_outside_is_padded_black():
         ((10, 10, 0, 20), "degenerate_box"),
         ((10, 10, 20, -5), "degenerate_box"),
         ((np.nan, 10, 20, 20), "degenerate_box"),
+        ((0, 0, 1e7, 1e7), "box_too_large"),  # refused before a crop is allocated
+        ((0, 0, 481, 20), "box_too_large"),  # over 4x the longer side, 120
     ],
 )
 def test_bad_boxes_name_their_reason(box, reason):
@@ -110,14 +112,33 @@ def test_align_levels_the_eyes(right_y):
     assert abs(np.subtract(*eye_rows(aligned))) < 1.5
 
 
-def test_read_image(tmp_path):
-    bgr = np.zeros((6, 5, 3), np.uint8)
-    bgr[..., 0] = 255  # blue in OpenCV's BGR order
-    cv2.imwrite(str(tmp_path / "blue.png"), bgr)
-    image = faces.read_image(tmp_path / "blue.png")
-    assert image.shape == (6, 5, 3) and (image == (0, 0, 255)).all()  # RGB
-    (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    assert faces.read_image(tmp_path / "broken.jpg") is None
-    assert faces.read_image(tmp_path / "empty.jpg") is None
-    assert faces.read_image(tmp_path / "missing.jpg") is None
+def test_boxes_up_to_four_times_the_image_are_cropped():
+    crop = faces.crop_face(scene(), (-180, -150, 480, 480), size=16, channels=1)
+    assert crop.shape == (16, 16, 1) and 0 < crop.mean() < 255
+
+
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("box", [(60, 90, 150, 150), (-160, -120, 400, 330), (250, 200, 300, 240)])
+def test_windows_over_max_window_are_cut_at_reduced_resolution(monkeypatch, box, align):
+    """A window over MAX_WINDOW is never held at full size, and gives about the same crop:
+    nearer the exact one than a crop one output pixel to the side is."""
+    noise = np.random.default_rng(0).integers(0, 256, (300, 360)).astype(np.float32)
+    image = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 6), None, 0, 255, cv2.NORM_MINMAX)
+    image = image.astype(np.uint8)
+    landmarks = np.zeros((68, 2))
+    landmarks[faces.LEFT_EYE], landmarks[faces.RIGHT_EYE] = (100, 120), (200, 150)
+    kwargs = dict(size=24, channels=1, margin=0.2, landmarks=landmarks, align=align)
+    exact = faces.crop_face(image, box, **kwargs).astype(float)
+    aside = (box[0] + box[2] / 24, *box[1:])
+    off_by_a_pixel = np.abs(faces.crop_face(image, aside, **kwargs) - exact).mean()
+    allocated, zeros = [], np.zeros
+
+    def recording_zeros(shape, *args):
+        allocated.append(shape)
+        return zeros(shape, *args)
+
+    monkeypatch.setattr(faces.np, "zeros", recording_zeros)
+    monkeypatch.setattr(faces, "MAX_WINDOW", 96)
+    reduced = faces.crop_face(image, box, **kwargs).astype(float)
+    assert allocated and max(shape[0] for shape in allocated) == 96
+    assert np.abs(reduced - exact).mean() < off_by_a_pixel / 2

@@ -98,3 +98,26 @@ def test_loss_curves_png(tmp_path):
 def test_loss_curves_png_with_no_loss_records(tmp_path):
     log = _write_jsonl(tmp_path / "metrics.jsonl", ['{"step": 1, "epoch": 0.1}', ""])
     assert_png(plots.loss_curves_png({"empty": log}, tmp_path / "loss.png"))
+
+
+def test_mean_curve_over_seeds(tmp_path):
+    a = _run_log(tmp_path / "a.jsonl", scale=1.0)
+    b = _run_log(tmp_path / "b.jsonl", scale=0.5, resumed=True)
+    epochs, mean, sd = plots.mean_curve([a, b], "val/loss")
+    np.testing.assert_array_equal(epochs, np.arange(1, 7))
+    np.testing.assert_allclose(mean, 1.2 * 0.75 / epochs)
+    np.testing.assert_allclose(sd, np.std([1.2 / epochs, 0.6 / epochs], axis=0, ddof=1))
+    epochs, mean, sd = plots.mean_curve([a], "val/loss")
+    np.testing.assert_allclose(mean, 1.2 / epochs)
+    assert not sd.any()  # one run: no spread
+
+
+def test_curve_panels_png(tmp_path):
+    a = _run_log(tmp_path / "a.jsonl", scale=1.0)
+    b = _run_log(tmp_path / "b.jsonl", scale=0.8)
+    panels = {"ResNet": {"synthetic": [a, b]}, "BReG-Net": {"synthetic": [b]}}
+    keys = {"training": "train/loss", "validation": "val/loss"}
+    out = plots.curve_panels_png(panels, tmp_path / "fig6.png", keys, "loss", "Fig. 6")
+    assert_png(out, min_side=600)
+    keys["missing"] = "nope"  # a row with no records says so instead of failing
+    assert_png(plots.curve_panels_png(panels, tmp_path / "fig6b.png", keys, "loss", "Fig. 6"))

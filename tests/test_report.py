@@ -94,3 +94,12 @@ def test_per_class_table(tmp_path):
     path = tmp_path / "per_class.md"
     path.write_text(text + "\n")
     assert path.stat().st_size > 100
+
+
+def test_read_markdown_tables_inverts_markdown_table():
+    first = report.markdown_table(["Run", "a", "c"], [["x", "1", "2"], ["y", "–", "3"]])
+    second = report.markdown_table(["Metric", "v"], [["F1", "0.5"]])
+    text = f"intro\n\n{first}\n\n## Section two\n\n{second}\n"
+    tables = report.read_markdown_tables(text)
+    assert tables[""] == [{"Run": "x", "a": "1", "c": "2"}, {"Run": "y", "a": "–", "c": "3"}]
+    assert tables["Section two"] == [{"Metric": "F1", "v": "0.5"}]

@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from bregflax import xla_cpu
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTING = f"{xla_cpu.FLAG}={xla_cpu.VALUE}"
 
@@ -32,32 +34,79 @@ def test_left_alone(env, version):
     assert xla_cpu.with_defaults(env, version) is None
 
 
-def _conv_program(env: dict, module: str = "bregflax.train") -> str:
-    """The compiled HLO of a conv, in a fresh process that imports ``module`` first."""
-    code = (
-        f"import {module}, jax, jax.numpy as jnp\n"
-        "x, w = jnp.ones((8, 24, 24, 32)), jnp.ones((3, 3, 32, 32))\n"
-        "f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',"
-        " dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
-        "print(jax.jit(f).lower(x, w).compile().as_text())\n"
-    )
+CONV_HLO = (
+    "def conv_hlo(*args, **kwargs):\n"
+    "    import jax, jax.numpy as jnp\n"
+    "    x, w = jnp.ones((8, 24, 24, 32)), jnp.ones((3, 3, 32, 32))\n"
+    "    f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',"
+    " dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
+    "    print(jax.jit(f).lower(x, w).compile().as_text())\n"
+    "    raise SystemExit(0)\n"
+)
+
+
+def _conv_program(env: dict, code: str) -> str:
+    """The compiled HLO of a conv, in a fresh process that runs ``code`` first: ``code``
+    calls ``conv_hlo()`` itself, or has an entry point call it in place of its work."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_cpu.OPT_OUT)} | env
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CONV_HLO + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
+
+
+IMPORTS = "import bregflax.train, bregflax.evaluate, bregflax.main, bregflax.predict\nconv_hlo()\n"
+TRAIN = (
+    "from bregflax import main, train\n"
+    "train.train_and_evaluate = conv_hlo\n"
+    "main.main(['--config=configs/demo.py', '--workdir=unused'])\n"
+)
 
 
 @pytest.mark.skipif(
     not xla_cpu.metadata.version("jaxlib").startswith(xla_cpu.TESTED_JAXLIB),
     reason="the defaults apply only to the jaxlib versions they were measured on",
 )
-def test_importing_the_trainer_moves_convolutions_off_ynnpack():
-    assert "ynn_fusion" not in _conv_program({})
-    assert "ynn_fusion" in _conv_program({xla_cpu.OPT_OUT: "0"})
-    # Inference alone keeps XLA's default: the shipped model's batches run faster with it.
-    assert "ynn_fusion" in _conv_program({}, "bregflax.predict")
+def test_the_trainer_moves_convolutions_off_ynnpack_and_imports_do_not():
+    # Importing any module keeps XLA's default (inference alone is faster with it) ...
+    assert "ynn_fusion" in _conv_program({}, IMPORTS)
+    # ... and the training command changes it before jax starts.
+    assert "ynn_fusion" not in _conv_program({}, TRAIN)
+
+
+@pytest.mark.parametrize(
+    "module, work, args",
+    [
+        ("main", "train.train_and_evaluate", ["--config=configs/demo.py", "--workdir=w"]),
+        ("evaluate", "evaluate_workdir", ["--workdir=w"]),
+    ],
+)
+def test_entry_points_apply_the_defaults_first(module, work, args, monkeypatch):
+    """main.main and evaluate.main call ``apply()`` before anything else (the subprocess
+    test above shows that it then takes effect)."""
+    import importlib
+
+    class Stop(Exception):
+        pass
+
+    def work_stub(*args, **kwargs):
+        calls.append("work")
+        raise Stop
+
+    entry = importlib.import_module(f"bregflax.{module}")
+    calls = []
+    monkeypatch.setattr(xla_cpu, "apply", lambda: calls.append("apply"))
+    owner, _, name = work.rpartition(".")
+    monkeypatch.setattr(getattr(entry, owner) if owner else entry, name, work_stub)
+    with pytest.raises(Stop):
+        entry.main(args)
+    assert calls == ["apply", "work"]
 
 
 MADVISE = "always [madvise] never"

@@ -6,14 +6,15 @@ A *source* is random-access (``len`` and ``__getitem__``) and yields records::
      "valence": float32, "arousal": float32 (NaN if absent), "source_id": str}
 
 Each dataset module registers a loader ``fn(split, config) -> Split`` in ``SOURCES``
-under its name; ``config`` is the ``config.data`` ConfigDict.
+under its name; ``config`` is the ``config.data`` ConfigDict. ``MODULES`` names the module
+that registers each source, and ``load`` imports only that one, so loading the synthetic or
+arrays source never imports tensorflow_datasets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 from typing import Any, Protocol
 
 import ml_collections
@@ -45,17 +46,27 @@ class Split:
 
 SOURCES: Registry = Registry("data source")
 
-_MODULES = ("synthetic", "fer2013", "affectnet", "aff_wild")
+# Source name -> the module under bregflax.data that registers it.
+MODULES = {
+    "synthetic": "synthetic",
+    "arrays": "arrays",
+    "fer2013": "fer2013",
+    "affectnet": "affectnet",
+    "affectnet7": "affectnet",
+    "affectnet_va": "affectnet",
+    "aff_wild": "aff_wild",
+}
 
 
-def _register_all() -> None:
-    for module in _MODULES:
-        name = f"{__name__}.{module}"
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
+def names() -> list[str]:
+    """Every source name ``load`` accepts, registered yet or not."""
+    return sorted(set(MODULES) | set(SOURCES.names()))
 
 
 def load(name: str, split: str, config: ml_collections.ConfigDict) -> Split:
     """Loads split ``split`` of dataset ``name``; raises DatasetNotFoundError if unprepared."""
-    _register_all()
+    if name not in SOURCES:
+        if name not in MODULES:
+            raise KeyError(f"unknown data source {name!r}; known: {', '.join(names())}")
+        importlib.import_module(f"{__name__}.{MODULES[name]}")
     return SOURCES.get(name)(split, config)

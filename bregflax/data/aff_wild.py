@@ -32,15 +32,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import ml_collections
 import numpy as np
 
-from bregflax.data import SOURCES, Split, faces, tfds_base
+from bregflax.data import SOURCES, Split, faces, media, tfds_base
 from bregflax.data.tfds_base import FaceConfig, check_range
 
 NAME = "aff_wild"
-VIDEO_SUFFIXES = (".mp4", ".avi")
 BOX_DIRS = ("bboxes", "bboxs")
 LANDMARK_DIRS = ("landmarks",)
 
@@ -87,7 +85,7 @@ def find_dir(manual: Path, kinds: Iterable[str], split: str, video: str) -> Path
 
 
 def list_videos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if media.is_video(p))
 
 
 def read_lines(path: Path) -> list[str]:
@@ -96,23 +94,6 @@ def read_lines(path: Path) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
-
-
-def frames(path: Path, stride: int) -> Iterator[tuple[int, np.ndarray | None]]:
-    """(number from 1, RGB frame) for every frame; the frame is decoded every ``stride``
-    frames (else None), or None where it fails to decode. Nothing if unreadable."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        number = 0
-        while capture.isOpened() and capture.grab():
-            number += 1
-            frame = None
-            if (number - 1) % stride == 0:
-                ok, frame = capture.retrieve()
-                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok and frame is not None else None
-            yield number, frame
-    finally:
-        capture.release()
 
 
 class AffWild(tfds_base.FaceBuilder):
@@ -170,11 +151,9 @@ class AffWild(tfds_base.FaceBuilder):
         rel = video.relative_to(manual).as_posix()
         boxes = find_dir(manual, BOX_DIRS, folder, video.stem)
         marks = find_dir(manual, LANDMARK_DIRS, folder, video.stem) if config.align else None
-        stride, last = max(config.stride, 1), 0
-        for number, frame in frames(video, stride):
-            last = number
-            if (number - 1) % stride:
-                continue
+        frames = media.Video(video, every=max(config.stride, 1))
+        for index, frame in frames:
+            number = index + 1  # the release numbers frames from 1
             if frame is None:
                 self.report.bad("undecodable_frame", f"{rel}#frame={number}")
                 continue
@@ -193,6 +172,7 @@ class AffWild(tfds_base.FaceBuilder):
             face = self._crop(manual, frame, number, rel, boxes, marks)
             if face is not None:
                 yield tfds_base.example(face, f"{rel}#frame={number}", -1, valence, arousal)
+        last = frames.frames_read
         if last == 0:
             self.report.bad("unreadable_video", rel)
         elif annotations is not None and len(annotations[0]) > last:
@@ -257,29 +237,27 @@ class AffWild(tfds_base.FaceBuilder):
 
 
 def builder_config(config: ml_collections.ConfigDict) -> FaceConfig:
-    size, channels = int(config.get("image_size", 64)), int(config.get("channels", 3))
-    margin, align = float(config.get("face_margin", 0.0)), bool(config.get("face_align", False))
-    stride = int(config.get("aff_wild_stride", 1))
-    fraction, seed = (
-        float(config.get("aff_wild_val_fraction", 0.1)),
-        int(config.get("split_seed", 0)),
-    )
-    if stride < 1:
-        raise ValueError(f"aff_wild_stride must be >= 1, got {stride}")
-    parts = ("aligned",) if align else ()
+    settings = {
+        "image_size": int(config.get("image_size", 64)),
+        "channels": int(config.get("channels", 3)),
+        "margin": float(config.get("face_margin", 0.0)),
+        "align": bool(config.get("face_align", False)),
+        "stride": int(config.get("aff_wild_stride", 1)),
+        "holdout_fraction": float(config.get("aff_wild_val_fraction", 0.1)),
+        "seed": int(config.get("split_seed", 0)),
+    }
+    if settings["stride"] < 1:
+        raise ValueError(f"aff_wild_stride must be >= 1, got {settings['stride']}")
     name = tfds_base.config_name(
-        *parts, size=size, channels=channels, margin=margin, stride=stride, val=fraction, seed=seed
+        *(("aligned",) if settings["align"] else ()),
+        size=settings["image_size"],
+        channels=settings["channels"],
+        margin=settings["margin"],
+        stride=settings["stride"],
+        val=settings["holdout_fraction"],
+        seed=settings["seed"],
     )
-    return FaceConfig(
-        name=name,
-        image_size=size,
-        channels=channels,
-        margin=margin,
-        align=align,
-        holdout_fraction=fraction,
-        seed=seed,
-        stride=stride,
-    )
+    return FaceConfig(name=name, **settings)
 
 
 def builder(config: ml_collections.ConfigDict) -> AffWild:

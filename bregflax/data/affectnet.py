@@ -38,7 +38,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bregflax.data import SOURCES, Split, faces, tfds_base
+from bregflax.data import SOURCES, Split, faces, media, tfds_base
 from bregflax.data.fer2013 import parse_label
 from bregflax.data.tfds_base import FaceConfig, check_range
 
@@ -189,16 +189,16 @@ class Affectnet(tfds_base.FaceBuilder):
             reason = str(e) if isinstance(e, ValueError) else "unreadable_annotation"
             self.report.bad(reason, where)
             return None
-        return dict(
-            where=where,
-            source_id=source_id,
-            path=path,
-            code=code,
-            valence=valence,
-            arousal=arousal,
-            box=box,
-            landmarks=landmarks,
-        )
+        return {
+            "where": where,
+            "source_id": source_id,
+            "path": path,
+            "code": code,
+            "valence": valence,
+            "arousal": arousal,
+            "box": box,
+            "landmarks": landmarks,
+        }
 
     def _plan_csv(self, manual: Path) -> dict[str, list]:
         self.report.source_format = f"{LISTS}/*.csv + {IMAGES}/"
@@ -253,7 +253,7 @@ class Affectnet(tfds_base.FaceBuilder):
                 rel = path.relative_to(manual).as_posix()
                 if path.name.startswith("."):
                     self.report.exclude("hidden_file", rel)
-                elif path.suffix.lower() not in tfds_base.IMAGE_SUFFIXES:
+                elif path.suffix.lower() not in media.IMAGE_SUFFIXES:
                     self.report.bad("not_an_image", rel)
                 else:
                     by_stem[path.stem] = path
@@ -302,7 +302,7 @@ class Affectnet(tfds_base.FaceBuilder):
             if not r["path"].is_file():
                 self.report.bad("missing_image", r["where"], r["source_id"])
                 continue
-            image = faces.read_image(r["path"])
+            image = media.read_image(r["path"])
             if image is None:
                 self.report.bad("unreadable_image", r["where"], r["source_id"])
                 continue

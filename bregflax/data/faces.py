@@ -3,24 +3,31 @@
 Images are uint8 numpy arrays, RGB (H, W, 3) or gray (H, W) / (H, W, 1). Boxes are
 ``(x, y, width, height)`` in pixels, x to the right and y down. A box partly outside the
 image is kept: the part outside is padded with black (zeros). A box with no area, a
-non-finite coordinate, or no overlap with the image raises :class:`BadFaceBox`, whose
-``reason`` (``"degenerate_box"`` or ``"box_outside_image"``) is what the build report counts.
+non-finite coordinate, no overlap with the image, or a side over ``MAX_BOX_SCALE`` times the
+image's longer side raises :class:`BadFaceBox`, whose ``reason`` (``"degenerate_box"``,
+``"box_outside_image"`` or ``"box_too_large"``) is what the build report counts. A crop window
+(box plus margin) wider than ``MAX_WINDOW`` pixels is cut at reduced resolution, so no box
+allocates more than ``MAX_WINDOW`` squared pixels before the final resize.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
+
+# Image reading lives in media; fer2013.py and affectnet.py still call it as faces.read_image.
+from bregflax.data.media import read_image  # noqa: F401
 
 # 68-point iBUG landmarks: 36-41 outline the eye on the image's left, 42-47 the other.
 LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
 
 Box = Sequence[float]
+MAX_BOX_SCALE = 4  # a box side beyond 4x the image's longer side is refused, not cropped
+MAX_WINDOW = 4096  # crop windows wider than this are cut at reduced resolution
 
 
 class BadFaceBox(ValueError):
@@ -31,15 +38,6 @@ class BadFaceBox(ValueError):
         self.reason = reason
 
 
-def read_image(path: str | Path) -> np.ndarray | None:
-    """Reads an image file as RGB uint8 (H, W, 3); None if missing or undecodable."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    if data is None or data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def check_box(box: Box, image_shape: Sequence[int]) -> tuple[float, float, float, float]:
     """Validates ``box`` against an image of ``image_shape``; returns it as floats."""
     x, y, w, h = (float(v) for v in box)
@@ -48,6 +46,11 @@ def check_box(box: Box, image_shape: Sequence[int]) -> tuple[float, float, float
     height, width = image_shape[:2]
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise BadFaceBox("box_outside_image", f"box {tuple(box)} in image {width}x{height}")
+    if max(w, h) > MAX_BOX_SCALE * max(width, height):
+        raise BadFaceBox(
+            "box_too_large",
+            f"box {tuple(box)} is over {MAX_BOX_SCALE}x the image's size {width}x{height}",
+        )
     return x, y, w, h
 
 
@@ -57,15 +60,32 @@ def square_region(box: Box, margin: float) -> tuple[float, float, float]:
     return x + w / 2, y + h / 2, max(w, h) * (1 + 2 * margin)
 
 
-def padded_crop(image: np.ndarray, cx: float, cy: float, side: int) -> np.ndarray:
-    """The ``side`` x ``side`` window centred at (cx, cy); outside the image is black."""
+def padded_crop(
+    image: np.ndarray, cx: float, cy: float, side: int, max_side: int | None = None
+) -> np.ndarray:
+    """The ``side`` x ``side`` window centred at (cx, cy); outside the image is black.
+
+    With ``max_side`` below ``side``, the window comes back scaled down to ``max_side``
+    pixels a side (area averaging), without ever holding it at full size.
+    """
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
     height, width = image.shape[:2]
-    out = np.zeros((side, side, *image.shape[2:]), image.dtype)
     sx0, sy0 = max(x0, 0), max(y0, 0)
     sx1, sy1 = min(x0 + side, width), min(y0 + side, height)
-    if sx1 > sx0 and sy1 > sy0:
+    scale = 1.0 if max_side is None or side <= max_side else max_side / side
+    out_side = side if scale == 1.0 else max_side
+    out = np.zeros((out_side, out_side, *image.shape[2:]), image.dtype)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return out
+    if scale == 1.0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        return out
+    tx0, ty0 = (int(round((s - o) * scale)) for s, o in ((sx0, x0), (sy0, y0)))
+    tx1 = min(max(int(round((sx1 - x0) * scale)), tx0 + 1), out_side)
+    ty1 = min(max(int(round((sy1 - y0) * scale)), ty0 + 1), out_side)
+    tx0, ty0 = min(tx0, tx1 - 1), min(ty0, ty1 - 1)
+    part = cv2.resize(image[sy0:sy1, sx0:sx1], (tx1 - tx0, ty1 - ty0), interpolation=cv2.INTER_AREA)
+    out[ty0:ty1, tx0:tx1] = part.reshape(ty1 - ty0, tx1 - tx0, *image.shape[2:])
     return out
 
 
@@ -129,11 +149,12 @@ def crop_face(
     side = max(int(round(side)), 1)
     if align and landmarks is not None:
         big = int(math.ceil(side * math.sqrt(2))) + 2  # room for the rotated corners
-        window = rotate(padded_crop(image, cx, cy, big), eye_angle(landmarks))
-        start = (big - side) // 2
-        window = window[start : start + side, start : start + side]
+        window = rotate(padded_crop(image, cx, cy, big, MAX_WINDOW), eye_angle(landmarks))
+        inner = side if len(window) == big else max(int(round(side * len(window) / big)), 1)
+        start = (len(window) - inner) // 2
+        window = window[start : start + inner, start : start + inner]
     else:
-        window = padded_crop(image, cx, cy, side)
+        window = padded_crop(image, cx, cy, side, MAX_WINDOW)
     return resize(to_channels(window, channels), size).astype(np.uint8)
 
 

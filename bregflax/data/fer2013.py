@@ -27,7 +27,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bregflax.data import FER2013_CLASSES, SOURCES, Split, faces, tfds_base
+from bregflax.data import FER2013_CLASSES, SOURCES, Split, faces, media, tfds_base
 from bregflax.data.tfds_base import FaceConfig
 
 NAME = "fer2013"
@@ -111,7 +111,7 @@ class Fer2013(tfds_base.FaceBuilder):
         name = path.relative_to(manual).as_posix()
         self.report.source_format = name
         items: dict[str, list] = {}
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM is not a column name
             reader = csv.reader(f)
             header = [h.strip().lower() for h in next(reader, [])]
             if not {"emotion", "pixels", "usage"} <= set(header):
@@ -146,7 +146,7 @@ class Fer2013(tfds_base.FaceBuilder):
                 rel = path.relative_to(manual).as_posix()
                 if path.name.startswith("."):
                     self.report.exclude("hidden_file", rel)
-                elif path.suffix.lower() not in tfds_base.IMAGE_SUFFIXES:
+                elif path.suffix.lower() not in media.IMAGE_SUFFIXES:
                     self.report.bad("not_an_image", rel)
                 elif path.parent.name.lower() not in CLASS_FOLDERS:
                     self.report.bad("unknown_class_folder", rel)
@@ -182,7 +182,7 @@ class Fer2013(tfds_base.FaceBuilder):
     def _examples(self, rows: list) -> Iterator[dict[str, Any]]:
         for source_id, label, data in rows:
             if isinstance(data, Path):
-                image = faces.read_image(data)
+                image = media.read_image(data)
                 if image is None:
                     self.report.bad("unreadable_image", source_id)
                     continue

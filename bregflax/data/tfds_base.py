@@ -33,7 +33,6 @@ from bregflax.data.build_report import BadRecordError, BuildReport, EmptySplitEr
 FILE_FORMAT = "array_record"
 DATA_DIR_ENV = "BREGFLAX_DATA_DIR"
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def data_dir(config: ml_collections.ConfigDict) -> Path:

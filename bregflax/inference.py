@@ -1,0 +1,653 @@
+"""The engine behind ``bregflax predict``: frames -> face boxes -> crops -> batches -> rows.
+
+Inputs are found and decoded by :mod:`bregflax.data.media`; each photo or sampled video
+frame becomes a :class:`Frame`. Its faces come from the Haar cascade
+(:mod:`bregflax.detect`), from the user's ``--boxes`` file (:class:`Boxes`), or are the whole
+image (``--no-detect``); they are cropped as the training data were
+(:mod:`bregflax.data.faces`) and classified in batches by a
+:class:`~bregflax.predictor.Predictor`. Every face becomes a row: path, frame, time, box,
+class probabilities, label, valence and arousal. A frame with no face gets a ``no_face`` row,
+an unreadable file, unusable box or unwritable annotation an ``error`` row, a video that ends
+before the frames its header gives a ``warning`` row, an entry :func:`media.collect` left out
+a ``skipped`` row; rows come in input order.
+
+Each file is finished (its crops classified, its rows yielded) before the next one is read,
+and an exception while reading or classifying a file becomes that file's ``error`` row, so a
+consumer that writes rows as they come loses at most the file in progress.
+
+In a video, faces are followed from frame to frame (:class:`~bregflax.detect.FaceTracker`:
+a whole-frame search every ``Options.redetect_every`` frames), and a thread of its own
+decodes, searches and crops the next frames while the model classifies a batch; it runs at
+most ``QUEUE_FRAMES`` frames ahead, so memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import queue
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from bregflax import detect
+from bregflax.data import faces, media
+from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY, FaceDetector
+from bregflax.predictor import Predictor
+
+MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
+BOX_COLUMNS = ("path", "x", "y", "width", "height")
+# Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
+COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+QUEUE_FRAMES = 128  # video frames prepared ahead of the model (8 when annotating: whole images)
+
+
+@dataclasses.dataclass
+class Frame:
+    """One image to look for faces in: a photo, or a frame of a video."""
+
+    path: str
+    image: np.ndarray | None
+    frame: int | None = None  # video frame number, from 0
+    time_s: float | None = None
+    error: str = ""
+    rel: str = ""  # path under its input folder, for --annotate
+    warning: str = ""  # a frame-less note about the file (frames its video lacks)
+
+
+def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
+    """The frames of one input: one for a photo, every ``every``-th for a video.
+
+    A video whose frames stop before the count its header gives, or some of whose frames
+    fail to decode, ends with a frame that has no image and a ``warning`` naming them.
+    """
+    if not path.is_file():
+        yield Frame(str(path), None, error="no such file")
+        return
+    if not media.is_video(path):
+        image = media.read_image(path)
+        error = "" if image is not None else "cannot decode image"
+        yield Frame(str(path), image, error=error, rel=rel)
+        return
+    video, undecoded, decoded = media.Video(path, every), [], 0
+    for index, rgb in video:
+        if rgb is None:
+            undecoded.append(index)
+        else:
+            decoded += 1
+            yield Frame(str(path), rgb, index, video.time_s(index), rel=rel)
+    count, read = video.frame_count, video.frames_read
+    header = f" (its header gives {count} frames)" if count else ""
+    if not decoded:
+        yield Frame(str(path), None, error=f"cannot decode video (no frames read){header}")
+        return
+    missing = []
+    if count > read:
+        missing.append(
+            f"frames {ranges(range(read, count))} missing: only {read} of the {count} frames "
+            "its header gives could be read (truncated or damaged file?)"
+        )
+    if undecoded:
+        missing.append(f"frame(s) {ranges(undecoded)} could not be decoded")
+    if missing:
+        yield Frame(str(path), None, rel=rel, warning="; ".join(missing))
+
+
+def ranges(numbers: Iterable[int], most: int = 8) -> str:
+    """``0, 4-7, 9``: sorted integers as runs, the first ``most`` runs and a count of the rest."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
+    more = f" and {len(runs) - most} more" if len(runs) > most else ""
+    return ", ".join(text) + more
+
+
+class Boxes(dict):
+    """``--boxes``: {(resolved path, frame or None): [box, ...]} and which rows were used.
+
+    A key with frame None applies to every frame of that file without its own rows.
+    """
+
+    def __init__(self, items=(), source: str | Path | None = None):
+        super().__init__(items)
+        self.source = str(source) if source is not None else "--boxes"
+        self.lines: dict[tuple, list[int]] = {}  # key -> CSV line numbers
+        self.names: dict[tuple, str] = {}  # key -> the path as the CSV wrote it
+        self.used: set[tuple] = set()
+        self.seen: set[str] = set()  # resolved paths of the frames looked up
+        self._resolved: dict[str, str] = {}
+
+    def lookup(self, path: str, frame: int | None) -> list | None:
+        """The boxes given for ``frame`` of ``path`` (or for all its frames); None if none."""
+        key = self._resolved.get(path)
+        if key is None:
+            key = self._resolved[path] = str(Path(path).resolve())
+        self.seen.add(key)
+        for k in ((key, frame), (key, None)):
+            if k in self:
+                self.used.add(k)
+                return self[k]
+        return None
+
+    def unmatched(self) -> list[str]:
+        """``file:line (path[, why])`` for each row no frame used, in CSV order."""
+        out = []
+        for key in sorted(self.keys() - self.used, key=lambda k: self.lines.get(k, [0])[0]):
+            name = self.names.get(key, key[0])
+            if key[0] not in self.seen:
+                why = ""
+            elif key[1] is None:
+                why = ", every frame read has its own rows"
+            else:
+                why = f", frame {key[1]} was not read"
+            out += [f"{self.source}:{line} ({name}{why})" for line in self.lines.get(key, [0])]
+        return out
+
+
+def read_boxes(path: str | Path) -> Boxes:
+    """``--boxes`` CSV: columns path, x, y, width, height and an optional frame.
+
+    Relative paths are taken from the CSV's own folder; a row without a frame applies to
+    every frame of that file. The file may start with a UTF-8 byte-order mark. Raises
+    ValueError naming the file (and line) for anything it cannot use.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--boxes {path} is a folder: give the CSV file inside it")
+    if not path.is_file():
+        raise ValueError(f"--boxes {path}: no such file")
+    folder, boxes = path.resolve().parent, Boxes(source=path.name)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            names = [(n or "").strip().lower() for n in reader.fieldnames or ()]
+            reader.fieldnames = names
+            missing = [c for c in BOX_COLUMNS if c not in names]
+            if missing:
+                raise ValueError(
+                    f"{path}: no column {', '.join(missing)}: --boxes needs columns "
+                    f"{','.join(BOX_COLUMNS)} (and optionally frame); found "
+                    f"{','.join(names) or 'an empty file'}"
+                )
+            for row in reader:
+                key, box = _box_row(row, folder, f"{path}:{reader.line_num}")
+                boxes.setdefault(key, []).append(box)
+                boxes.lines.setdefault(key, []).append(reader.line_num)
+                boxes.names[key] = row["path"]
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--boxes {path} is not UTF-8 text ({e.reason}); save it as UTF-8 CSV"
+        ) from None
+    return boxes
+
+
+def _box_row(row: dict, folder: Path, where: str) -> tuple[tuple, tuple[float, ...]]:
+    empty = [k for k in BOX_COLUMNS if not (row.get(k) or "").strip()]
+    if empty:
+        raise ValueError(f"{where}: no value for {', '.join(empty)}")
+    box = []
+    for k in BOX_COLUMNS[1:]:
+        try:
+            box.append(float(row[k]))
+        except ValueError:
+            raise ValueError(f"{where}: {k} {row[k]!r} is not a number") from None
+    frame = (row.get("frame") or "").strip()
+    if frame and not frame.isdigit():
+        raise ValueError(f"{where}: frame {frame!r} is not a whole number from 0")
+    key = (str((folder / row["path"]).resolve()), int(frame) if frame else None)
+    return key, tuple(box)
+
+
+def check_margin(margin: float) -> float:
+    if not (math.isfinite(margin) and 0 <= margin <= MAX_MARGIN):
+        raise ValueError(
+            f"must be from 0 to {MAX_MARGIN:g}, the fraction of the face box added on each "
+            f"side (FER2013's framing is {FER2013_MARGIN}); got {margin}"
+        )
+    return margin
+
+
+def check_min_face(min_face: float) -> float:
+    if not (math.isfinite(min_face) and min_face > 0):
+        raise ValueError(
+            "must be above 0: the smallest face side in pixels, or below 1 a fraction of the "
+            f"image's shorter side; got {min_face}"
+        )
+    return min_face
+
+
+@dataclasses.dataclass
+class Options:
+    """How :func:`run` finds, crops and annotates faces; checked when made (ValueError)."""
+
+    detect: bool = True  # Haar cascade; False: the whole image is the face
+    margin: float = FER2013_MARGIN  # from 0 to MAX_MARGIN
+    min_face: float = MIN_FACE  # pixels (below 1: fraction of the shorter side)
+    redetect_every: int = REDETECT_EVERY  # video: whole-frame search every N frames
+    overlap: bool = True  # video: prepare the next frames in a thread while the model runs
+    boxes: Boxes | dict | None = None  # read_boxes' result
+    boxes_fallback: bool = False  # frames without a --boxes row: detect (or whole image)
+    # Folder for annotated copies; a folder name starts afresh in each run, an Annotations
+    # object keeps the names it gave out (and lists the renamed copies) across runs.
+    annotate: Annotations | str | Path | None = None
+    batch_size: int = 64
+    verbose: bool = False  # print the traceback of a file that fails
+
+    def __post_init__(self):
+        for name, check in (("margin", check_margin), ("min_face", check_min_face)):
+            try:
+                check(float(getattr(self, name)))
+            except ValueError as e:
+                raise ValueError(f"{name} {e}") from None
+        for name in ("batch_size", "redetect_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.boxes is not None and not isinstance(self.boxes, Boxes):
+            self.boxes = Boxes(self.boxes)
+
+
+def face_boxes(frame: Frame, options: Options, detector) -> tuple[list, str]:
+    """The boxes to classify in ``frame`` and where they came from.
+
+    With ``--boxes``, a frame without a row has no face (source ``user``) unless
+    ``boxes_fallback``, which treats it as if there were no ``--boxes``.
+    """
+    if options.boxes is not None:
+        given = options.boxes.lookup(frame.path, frame.frame)
+        if given is not None:
+            return given, "user"
+        if not options.boxes_fallback:
+            return [], "user"
+    if not options.detect:
+        return [faces.full_image_box(frame.image)], "full_image"
+    return detector(frame.image), "detector"
+
+
+def crops(
+    frame: Frame, boxes: list, source: str, predictor: Predictor, margin: float
+) -> tuple[list, list[str]]:
+    """Each box's crop at the model's size (None for a bad box) and its error text."""
+    out, errors = [], []
+    for box in boxes:
+        try:
+            out.append(
+                faces.crop_face(
+                    frame.image,
+                    box,
+                    size=predictor.image_size,
+                    channels=predictor.channels,
+                    margin=margin if source != "full_image" else 0.0,
+                )
+            )
+            errors.append("")
+        except faces.BadFaceBox as e:
+            out.append(None)
+            errors.append(str(e))
+    return out, errors
+
+
+def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
+    """The rows of one frame; ``outputs`` hold one entry per box (None for a bad box)."""
+    base = {"path": frame.path, "frame": frame.frame, "time_s": frame.time_s}
+    if frame.error:
+        return [{**base, "status": "error", "error": frame.error}]
+    if frame.warning:
+        return [{**base, "status": "warning", "error": frame.warning}]
+    if not boxes:
+        return [{**base, "source": source, "status": "no_face", "error": ""}]
+    rows = []
+    for i, box in enumerate(boxes):
+        row = {**base, "face": i, "box": [round(float(v), 1) for v in box], "source": source}
+        if errors[i]:
+            rows.append({**row, "status": "error", "error": errors[i]})
+            continue
+        row.update(status="ok", error="")
+        if "probs" in outputs:
+            probs = outputs["probs"][i]
+            row["label"] = int(probs.argmax())
+            row["name"] = names[row["label"]]
+            row["probs"] = {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)}
+        if "va" in outputs:
+            row["valence"], row["arousal"] = (round(float(v), 6) for v in outputs["va"][i])
+        rows.append(row)
+    return rows
+
+
+def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
+    """A BGR copy of the frame with each classified face's box and label drawn on it."""
+    image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        x, y, w, h = (int(round(v)) for v in row["box"])
+        text = row.get("name", "")
+        if "probs" in row:
+            text += f" {row['probs'][row['name']]:.2f}"
+        if "valence" in row:
+            text += f" v{row['valence']:+.2f} a{row['arousal']:+.2f}"
+        cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), thickness)
+        origin, scale = (x, max(y - 4, 12)), max(0.4, h / 200)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(image, text, origin, font, scale, (0, 255, 0), thickness)
+    return image
+
+
+class Annotations:
+    """Annotated copies under ``folder``, at each input's path relative to its folder.
+
+    A video frame becomes ``<stem>_f<frame>.jpg``; an input whose suffix OpenCV cannot write
+    in colour (``.pgm``, none) gets ``.png`` added. A copy never replaces a protected file
+    (the inputs, ``--out``, ``--boxes``): it becomes ``<stem>.annotated<suffix>``; and never a
+    copy written earlier in the same run: ``<stem>-2<suffix>``, ``-3``... ``renamed`` lists
+    (input, written path) for each copy that did not get its plain name.
+    """
+
+    def __init__(self, folder: str | Path, protect: Iterable[str | Path] = ()):
+        self.folder = Path(folder)
+        self.renamed: list[tuple[str, Path]] = []
+        self._protected: set[str] = set()
+        self._used: set[str] = set()
+        self.protect(protect)
+
+    def protect(self, paths: Iterable[str | Path]) -> None:
+        self._protected.update(str(Path(p).resolve()) for p in paths)
+
+    def path_for(self, frame: Frame) -> Path:
+        rel = Path(frame.rel or Path(frame.path).name)
+        if frame.frame is not None:
+            name = f"{rel.stem}_f{frame.frame:06d}.jpg"
+        elif rel.suffix.lower() in COLOUR_SUFFIXES:
+            name = rel.name
+        else:
+            name = rel.name + ".png"
+        want = path = self.folder / rel.parent / name
+        if str(path.resolve()) in self._protected:
+            path = path.with_name(f"{path.stem}.annotated{path.suffix}")
+        base, k = path, 2
+        while {str(path.resolve())} & (self._protected | self._used):
+            path, k = base.with_name(f"{base.stem}-{k}{base.suffix}"), k + 1
+        self._used.add(str(path.resolve()))
+        if path != want:
+            self.renamed.append((frame.path, path))
+        return path
+
+    def write(self, frame: Frame, rows: list[dict]) -> Path:
+        """Draws ``rows`` on ``frame`` and writes it; OSError if it cannot be written."""
+        path = self.path_for(frame)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written = cv2.imwrite(str(path), draw(frame, rows))
+        except cv2.error as e:
+            raise OSError(f"cannot write {path}: {_message(e)}") from None
+        if not written:
+            raise OSError(f"cannot write {path}")
+        return path
+
+
+def _message(e: BaseException) -> str:
+    """One line for an exception: its type and the last line of its text."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
+
+
+def run(
+    predictor: Predictor,
+    paths: Sequence[str],
+    options: Options,
+    every: int = 1,
+    progress: bool = True,
+    *,
+    collected: list[media.Input] | None = None,
+) -> Iterator[dict]:
+    """Rows, in input order, for every face (or no-face / error / skipped entry) in ``paths``.
+
+    A file's rows all come before the next file is read; the crops of one file (the frames
+    of a video) are classified in batches of up to ``options.batch_size``.
+    ``collected``: ``media.collect(paths)`` when the caller already has it.
+    """
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    use_detector = options.detect and (options.boxes is None or options.boxes_fallback)
+    detector = FaceDetector(min_size=options.min_face) if use_detector else None
+    inputs = collected if collected is not None else media.collect(paths)
+    annotations = options.annotate
+    if annotations is not None and not isinstance(annotations, Annotations):
+        annotations = Annotations(annotations)
+    if annotations is not None:
+        annotations.protect(entry.path for entry in inputs)
+    bar = tqdm(
+        total=sum(not e.skip for e in inputs),
+        desc="predict",
+        unit="file",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    for entry in inputs:
+        base = {"path": str(entry.path), "frame": None, "time_s": None}
+        if entry.skip:
+            yield {**base, "status": "skipped", "error": entry.skip}
+            continue
+        try:
+            yield from _file_rows(entry, predictor, options, every, detector, annotations)
+        except Exception as e:  # one file's failure is its row, the others still run
+            if options.verbose:
+                traceback.print_exc()
+            yield {**base, "status": "error", "error": _message(e)}
+        bar.update()
+    bar.close()
+
+
+def _file_rows(
+    entry: media.Input,
+    predictor,
+    options: Options,
+    every: int,
+    detector,
+    annotations: Annotations | None,
+) -> Iterator[dict]:
+    prepared = _prepared(entry, predictor, options, every, detector, annotations is not None)
+    if options.overlap and media.is_video(entry.path):
+        prepared = _ahead(prepared, 8 if annotations is not None else QUEUE_FRAMES)
+    pending: list[tuple[Frame, list, str, list, list]] = []
+
+    def flush() -> Iterator[dict]:
+        batch = [c for *_, cs, _ in pending for c in cs if c is not None]
+        out = predictor.predict_faces(np.stack(batch)) if batch else {}
+        at = 0
+        for frame, boxes, source, cs, errors in pending:
+            take = sum(c is not None for c in cs)
+            mine = {k: v[at : at + take] for k, v in out.items()}
+            at += take
+            full = {k: _expand(v, cs) for k, v in mine.items()}
+            rows = rows_for(frame, boxes, source, full, predictor.class_names, errors)
+            if annotations is not None and frame.image is not None:
+                _annotate(annotations, frame, rows)
+            yield from rows
+        pending.clear()
+
+    num_crops = 0
+    try:
+        for item in prepared:
+            pending.append(item)
+            num_crops += sum(c is not None for c in item[3])
+            if num_crops >= options.batch_size or len(pending) >= options.batch_size:
+                yield from flush()
+                num_crops = 0
+    finally:
+        prepared.close()  # stops the frame thread if this file ends early
+    yield from flush()
+
+
+def _prepared(
+    entry: media.Input, predictor, options: Options, every: int, detector, keep_images: bool
+) -> Iterator[tuple[Frame, list, str, list, list]]:
+    """(frame, boxes, source, crops, errors) for each frame of one file; a video's faces
+    are followed from frame to frame by a tracker of its own."""
+    if detector is not None and media.is_video(entry.path):
+        detector = detect.FaceTracker(detector, options.redetect_every)
+    for frame in frames(entry.path, entry.rel, every):
+        boxes, source, cs, errors = [], "", [], []
+        if frame.image is not None:
+            boxes, source = face_boxes(frame, options, detector)
+            cs, errors = crops(frame, boxes, source, predictor, options.margin)
+        if not keep_images:
+            frame.image = None  # keep only the crops until the batch runs
+        yield frame, boxes, source, cs, errors
+
+
+def _ahead(items: Iterator, most: int) -> Iterator:
+    """``items``, computed by a thread of their own up to ``most`` ahead of the consumer.
+
+    An exception in the thread is raised here, in order; when the consumer stops early
+    (an exception, or the generator closed), the thread stops after its current item.
+    """
+    buffer: queue.Queue = queue.Queue(most)
+    stop, done = threading.Event(), object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((done, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((e, None))
+        finally:
+            items.close()
+
+    thread = threading.Thread(target=produce, name="bregflax-frames", daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = buffer.get()
+            if error is done:
+                return
+            if error is not None:
+                raise error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _annotate(annotations: Annotations, frame: Frame, rows: list[dict]) -> None:
+    """Writes the frame's annotated copy; where it cannot, its rows become errors."""
+    try:
+        path = str(annotations.write(frame, rows))
+    except OSError as e:
+        for row in rows:
+            text = f"annotation not written: {e}"
+            row.update(status="error", error=f"{row['error']}; {text}" if row["error"] else text)
+        return
+    for row in rows:
+        row["annotation"] = path
+
+
+def _expand(values: np.ndarray, crops: list) -> list:
+    """Per-face outputs with None where a face had no crop (a bad box)."""
+    it = iter(values)
+    return [next(it) if c is not None else None for c in crops]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def csv_columns(class_names: Sequence[str], has_va: bool, annotate: bool = False) -> list[str]:
+    cols = ["path", "frame", "time_s", "face", "x", "y", "width", "height", "source"]
+    cols += ["label", "name", *[f"p_{n}" for n in class_names]] if class_names else []
+    cols += ["valence", "arousal"] if has_va else []
+    cols += ["annotation"] if annotate else []
+    return [*cols, "status", "error"]
+
+
+def csv_row(row: dict) -> dict:
+    flat = {k: v for k, v in row.items() if k not in ("box", "probs")}
+    if "box" in row:
+        flat.update(zip(("x", "y", "width", "height"), row["box"], strict=True))
+    for name, p in row.get("probs", {}).items():
+        flat[f"p_{name}"] = p
+    if flat.get("time_s") is not None:
+        flat["time_s"] = round(flat["time_s"], 3)
+    return flat
+
+
+class Writer:
+    """Rows to a CSV or JSON-lines file (or stdout), each flushed as it is written."""
+
+    def __init__(self, out, fmt: str, columns: list[str]):
+        self.out, self.fmt = out, fmt
+        if fmt == "csv":
+            self._csv = csv.DictWriter(out, columns, extrasaction="ignore")
+            self._csv.writeheader()
+            out.flush()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow(csv_row(row))
+        else:
+            self.out.write(json.dumps(row) + "\n")
+        self.out.flush()
+
+
+class Tally:
+    """Counts rows as they are written, for the closing summary and the exit status."""
+
+    def __init__(self, files: int):
+        self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
+        self.frames: set[tuple[str, int | None]] = set()
+        self.problems: list[dict] = []  # error, warning and skipped rows
+        self.notes: list[str] = []  # more lines for the summary
+
+    def add(self, row: dict) -> None:
+        if row["status"] not in ("skipped", "warning"):
+            self.frames.add((row["path"], row["frame"]))
+        self.ok += row["status"] == "ok"
+        if row["status"] == "no_face":
+            self.no_face += 1
+            self.unboxed += row.get("source") == "user"
+        if row["status"] in ("error", "warning", "skipped"):
+            self.problems.append(row)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a file or face box could not be used (skipped files and warnings do not
+        count)."""
+        return any(p["status"] == "error" for p in self.problems)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.files} file(s), {len(self.frames)} frame(s): {self.ok} face(s) "
+            f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
+        ]
+        lines += [f"  {p['status']}: {p['path']}: {p['error']}" for p in self.problems]
+        if self.unboxed:
+            lines.append(
+                f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "
+                "--boxes-fallback runs the detector there (the whole image with --no-detect)"
+            )
+        if self.no_face > self.unboxed:
+            lines.append("  (images that are already face crops: pass --no-detect)")
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)

@@ -1,0 +1,503 @@
+"""The markdown of ``bregflax reproduce``: our runs beside the paper's figures.
+
+Each table takes the results of its runs (the ``result.json`` dicts of
+``reproduce.run_experiment``) and shows, in every cell the paper has, our mean ± sd over
+seeds (sd with n - 1), the paper's figure (``bregflax.paper``) and the difference
+Δ = ours - paper (our mean). Rows the paper has are shown even when no run of ours filled
+them, so the paper's column is always complete. Tables I and II are in percent, as the
+paper prints them; the others in fractions. ``claims`` compares paired arms
+(``bregflax.stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from bregflax import configs, paper, plots, report, stats
+from bregflax.configs import experiment
+
+DATASET_NAMES = {
+    "fer2013": "FER2013",
+    "affectnet": "AffectNet",
+    "affectnet_va": "AffectNet",
+    "aff_wild": "Aff-Wild",
+    "synthetic_va": "synthetic faces",
+}
+ARCH_NAMES = {"bregnet": "BReG-Net (H3)", "resnet": "ResNet (identity)"}
+DASH = "–"
+TITLES = {
+    "1": "Table I: shortcut maps and losses",
+    "2": "Table II: ResNet against BReG-Net",
+    "3": "Table III: metrics, weighted loss",
+    "4": "Table IV: metrics, regular loss",
+    "5": "Table V: valence/arousal RMSE",
+    "6": "Table VI: CC, CCC, SAGR of BReG-Net",
+    "7": "Table VII: CC, CCC, SAGR of ResNet",
+    "fig5": "Fig. 5: depth sweep",
+    "fig6": "Fig. 6: the dimensional model's MSE loss, training and validation",
+    "timing": "Timing: parameters and seconds per epoch",
+    "claims": "The paper's claims, paired seeds",
+}
+
+
+# --------------------------------------------------------------------------- values
+
+
+def value(result: dict, key: str):
+    """One number of a run: ``accuracy``, ``norm/f1``, ``valence/rmse``, ``recall/Disgust``,
+    ``seconds_per_epoch``, ``params`` or ``layers``; None where the run has none."""
+    if key in ("seconds_per_epoch", "params", "layers"):
+        return result.get(key)
+    s = result["scores"]
+    if key.startswith("norm/"):
+        v = s.get("skew_normalized", {}).get(key[5:])
+        return v[0] if isinstance(v, list | tuple) else v
+    if key.startswith("recall/"):
+        rows = {r["class"]: r for r in result.get("per_class") or []}
+        return rows.get(key[7:], {}).get("recall")
+    if "/" in key:
+        return s.get("dimensional", {}).get(key)
+    return s.get("categorical", {}).get(key)
+
+
+def values(results: Sequence[dict], key: str) -> list[float]:
+    return [float(v) for v in (value(r, key) for r in results) if v is not None]
+
+
+def group(results: Sequence[dict], **match) -> list[dict]:
+    """The runs whose experiment has every field of ``match`` (depth-swept runs only when
+    ``depth`` is matched)."""
+    match.setdefault("depth", None)
+    return [r for r in results if all(r["experiment"].get(k) == v for k, v in match.items())]
+
+
+def ours(vals: Sequence[float], digits: int, factor: float = 1.0) -> str:
+    """Our cell: the mean ± sd (n=k) of ``vals`` times ``factor``, or "–" for none."""
+    if not vals:
+        return DASH
+    mean, sd = stats.mean_sd(np.asarray(vals) * factor)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(vals)})"
+
+
+def triple(vals, paper_value, digits: int, paper_digits: int, factor: float = 1.0) -> list:
+    """[ours, paper, Δ] cells; Δ = our mean - the paper's figure."""
+    paper_text = DASH if paper_value is None else f"{paper_value:.{paper_digits}f}"
+    diff = DASH
+    if vals and paper_value is not None:
+        diff = f"{np.mean(vals) * factor - paper_value:+.{digits}f}"
+    return [ours(vals, digits, factor), paper_text, diff]
+
+
+def _columns(names: Sequence[str]) -> list[str]:
+    return [f"{n} {part}" for n in names for part in ("ours", "paper", "Δ")]
+
+
+def _arm_label(e: dict) -> str:
+    depth = f", depth {e['depth']}" if e.get("depth") else ""
+    return f"{e['dataset']} {e['arch']} {e['shortcut']} {e['loss']}{depth}"
+
+
+ARM_KEYS = (
+    ("accuracy", "Accuracy", 4),
+    ("norm/accuracy", "Norm accuracy", 4),
+    ("norm/f1", "Norm F1", 4),
+    ("norm/kappa", "Norm kappa", 4),
+    ("norm/alpha", "Norm alpha", 4),
+    ("norm/mcc", "Norm MCC", 4),
+    ("norm/ppv", "Norm PPV", 4),
+    ("recall/Disgust", "Disgust recall", 4),
+    ("seconds_per_epoch", "s / epoch", 1),
+)
+
+
+def arm_metrics(results: Sequence[dict]) -> str:
+    """Every metric the claims rest on, mean ± sd over the seeds of each distinct arm."""
+    arms: dict[str, list[dict]] = {}
+    for r in results:
+        if "categorical" in r["scores"]:
+            arms.setdefault(_arm_label(r["experiment"]), []).append(r)
+    if not arms:
+        return ""
+    body = [
+        [label, f"{runs[0]['params']:,}", str(runs[0].get("layers", DASH))]
+        + [ours(values(runs, k), d) for k, _, d in ARM_KEYS]
+        for label, runs in sorted(arms.items())
+    ]
+    header = ["Run", "Params", "Layers"] + [name for _, name, _ in ARM_KEYS]
+    repeats = results[0].get("repeats", 200)
+    return (
+        "## Every metric per run group\n\n"
+        f"Mean ± sd over seeds; Norm = skew-normalized ({repeats} repeats).\n\n"
+        + report.markdown_table(header, body)
+        + "\n"
+    )
+
+
+def _number(v, digits: int) -> str:
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def run_metrics(results: Sequence[dict]) -> str:
+    """The same metrics for every run, one row each (seed by seed)."""
+    runs = sorted((r for r in results if "categorical" in r["scores"]), key=lambda r: r["workdir"])
+    if not runs:
+        return ""
+    body = [
+        [Path(r["workdir"]).name] + [_number(value(r, k), d) for k, _, d in ARM_KEYS] for r in runs
+    ]
+    header = ["Run"] + [name for _, name, _ in ARM_KEYS]
+    return "## Every run\n\n" + report.markdown_table(header, body) + "\n"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _accuracy_rows(results, rows: dict[str, dict]) -> list[list[str]]:
+    """Recognition rate (%), ours beside the paper's, per categorical dataset; ``rows`` maps
+    each row label to the experiment fields (arch, shortcut, loss) of its runs."""
+    body = []
+    for label, match in rows.items():
+        row = [label]
+        for d in experiment.CATEGORICAL:
+            runs = group(results, dataset=d, **match)
+            row += triple(values(runs, "accuracy"), paper.accuracy(d, **match), 2, 2, 100)
+        body.append(row)
+    return body
+
+
+def render_table1(results, out, scale) -> str:
+    rows = {
+        f"{m.upper()}, {loss}": {"arch": "bregnet", "shortcut": m, "loss": loss}
+        for m in experiment.MAPS
+        for loss in experiment.LOSSES
+    }
+    header = ["Map, loss"] + _columns([DATASET_NAMES[d] for d in experiment.CATEGORICAL])
+    return (
+        "Recognition rate (%) of BReG-Net by shortcut map and loss.\n\n"
+        + report.markdown_table(header, _accuracy_rows(results, rows))
+        + "\n\n"
+        + arm_metrics(results)
+    )
+
+
+def render_table2(results, out, scale) -> str:
+    datasets = experiment.CATEGORICAL
+    shortcut = {"bregnet": "h3", "resnet": "identity"}
+    rows = {
+        f"{ARCH_NAMES[arch]}, {loss}": {"arch": arch, "shortcut": shortcut[arch], "loss": loss}
+        for arch in experiment.ARCHS
+        for loss in experiment.LOSSES
+    }
+    body = _accuracy_rows(results, rows)
+    sota = ["State of the art (the paper's references)"]
+    for d in datasets:
+        sota += [DASH, paper.TABLE_II_STATE_OF_THE_ART[d], DASH]
+    body.append(sota)
+    header = ["Network, loss"] + _columns([DATASET_NAMES[d] for d in datasets])
+    return (
+        "Recognition rate (%), ResNet against BReG-Net. The paper does not state the loss of "
+        "its ResNet-110 column; its text implies the regular loss, so that figure sits in the "
+        "regular row.\n\n" + report.markdown_table(header, body) + "\n\n" + arm_metrics(results)
+    )
+
+
+def _metrics_render(loss: str, table: str, cells: dict):
+    def render(results, out, scale) -> str:
+        parts = []
+        for d in experiment.CATEGORICAL:
+            runs = group(results, dataset=d, arch="bregnet", loss=loss)
+            body = []
+            for key, label in report.CATEGORICAL_ROWS:
+                orig, norm = cells.get((d, key), (None, None))
+                if key == "accuracy":  # the paper gives it in Table II, in percent
+                    orig = paper.TABLE_II[(d, "bregnet", loss)] / 100
+                    label += " (paper: Table II)"
+                body.append(
+                    [label]
+                    + triple(values(runs, key), orig, 3, 4 if key == "accuracy" else 2)
+                    + triple(values(runs, f"norm/{key}"), norm, 3, 2)
+                )
+            header = ["Metric"] + _columns(["Orig", "Norm"])
+            name = DATASET_NAMES[d]
+            parts.append(
+                f"## {name}, BReG-Net (H3), {loss} loss (Table {table})\n\n"
+                + report.markdown_table(header, body)
+            )
+        return "\n\n".join(parts) + "\n"
+
+    return render
+
+
+def render_table5(results, out, scale) -> str:
+    body = []
+    for d in experiment.DIMENSIONAL:
+        for arch in experiment.ARCHS:
+            runs = group(results, dataset=d, arch=arch)
+            row = [f"{DATASET_NAMES[d]}, {ARCH_NAMES[arch]}"]
+            for dim in ("valence", "arousal"):
+                row += triple(values(runs, f"{dim}/rmse"), paper.TABLE_V[(d, arch, dim)], 4, 4)
+            body.append(row)
+        sota = [f"{DATASET_NAMES[d]}, state of the art"]
+        for dim in ("valence", "arousal"):
+            v, ref = paper.TABLE_V_STATE_OF_THE_ART[(d, dim)]
+            sota += [DASH, f"{v:.2f} {ref}", DASH]
+        body.append(sota)
+    header = ["Dataset, network"] + _columns(["valence RMSE", "arousal RMSE"])
+    return report.markdown_table(header, body) + "\n"
+
+
+def _dimensional_render(arch: str):
+    def render(results, out, scale) -> str:
+        cells = paper.DIMENSIONAL_BY_ARCH[arch]
+        body = []
+        for d in experiment.DIMENSIONAL:
+            runs = group(results, dataset=d, arch=arch)
+            for m in ("cc", "ccc", "sagr"):
+                row = [f"{DATASET_NAMES[d]} {m.upper()}"]
+                for dim in ("valence", "arousal"):
+                    row += triple(values(runs, f"{dim}/{m}"), cells[(d, m, dim)], 3, 2)
+                body.append(row)
+        header = ["Dataset, metric"] + _columns(["valence", "arousal"])
+        name = f"{ARCH_NAMES[arch]} (paper: {paper.NAMES[arch]})"
+        return f"{name}, dimensional model.\n\n" + report.markdown_table(header, body) + "\n"
+
+    return render
+
+
+def render_timing(results, out, scale) -> str:
+    body, spe = [], {}
+    for d in experiment.CATEGORICAL:
+        for arch in experiment.ARCHS:
+            runs = group(results, dataset=d, arch=arch)
+            timed = paper.TIMING[arch] if d == paper.TIMING_DATASET else None
+            params = f"{runs[0]['params']:,}" if runs else DASH
+            row = [f"{DATASET_NAMES[d]}, {ARCH_NAMES[arch]}", params]
+            row.append(f"{timed['params'] / 1e6:.1f}M" if timed else DASH)
+            row += triple(
+                values(runs, "seconds_per_epoch"), timed and timed["seconds_per_epoch"], 1, 2
+            )
+            body.append(row)
+            spe[(d, arch)] = values(runs, "seconds_per_epoch")
+    ratio_paper = (
+        paper.TIMING["bregnet"]["seconds_per_epoch"] / paper.TIMING["resnet"]["seconds_per_epoch"]
+    )
+    for d in experiment.CATEGORICAL:
+        a, b = spe[(d, "bregnet")], spe[(d, "resnet")]
+        ratio = [np.mean(a) / np.mean(b)] if a and b else []
+        timed = ratio_paper if d == paper.TIMING_DATASET else None
+        row = [f"{DATASET_NAMES[d]}, BReG-Net / ResNet seconds", DASH, DASH]
+        body.append(row + triple(ratio, timed, 3, 3))
+    header = ["Run", "Params ours", "Params paper"] + _columns(["s / epoch"])
+    return (
+        "Parameters and training seconds per epoch (ours from the logged images/s, validation "
+        f"excluded). Paper: {paper.TIMING_SETUP}, BReG-Net-39 against ResNet-110; Δ of "
+        "seconds compares different hardware, the ratio row compares like with like.\n\n"
+        + report.markdown_table(header, body)
+        + "\n"
+    )
+
+
+def render_fig5(results, out, scale) -> str:
+    parts, series = [], {}
+    for d in experiment.CATEGORICAL + experiment.DIMENSIONAL:
+        runs = [r for r in results if r["experiment"]["dataset"] == d]
+        if not runs:
+            continue
+        key = "accuracy" if d in experiment.CATEGORICAL else "valence/rmse"
+        rows = []
+        for depth in sorted({experiment.depth(r["experiment"]) for r in runs}):
+            at = [r for r in runs if experiment.depth(r["experiment"]) == depth]
+            rows.append([str(depth), str(at[0].get("layers", DASH)), f"{at[0]['params']:,}"])
+            rows[-1].append(ours(values(at, key), 4))
+            if d in experiment.DIMENSIONAL:
+                rows[-1].append(ours(values(at, "arousal/rmse"), 4))
+            series.setdefault(f"{DATASET_NAMES[d]} {key}", []).append(
+                (depth, float(np.mean(values(at, key))))
+            )
+        header = ["Depth", "Layers", "Params", key]
+        header += ["arousal/rmse"] if d in experiment.DIMENSIONAL else []
+        parts.append(f"## {DATASET_NAMES[d]} ({d})\n\n" + report.markdown_table(header, rows))
+    png = plots.metric_vs_png(
+        series, Path(out) / "fig5.png", "depth (6n + 3)", "Fig. 5: depth sweep (H3)"
+    )
+    note = f"Paper: {paper.FIGURES['fig5']}; no cell to compare.\n\n"
+    return note + "\n\n".join(parts) + f"\n\n![Fig. 5]({png.name})\n"
+
+
+def render_fig6(results, out, scale) -> str:
+    cols: dict[str, dict[str, list[Path]]] = {}
+    for r in results:
+        e = r["experiment"]
+        name = DATASET_NAMES[e["dataset"]]
+        if r["config"]["data"]["source"] == "synthetic":
+            name = "synthetic faces' valence/arousal"
+        runs = cols.setdefault(f"{ARCH_NAMES[e['arch']]} ({r['model']})", {})
+        runs.setdefault(name, []).append(Path(r["workdir"]) / "metrics.jsonl")
+    cols = dict(sorted(cols.items(), key=lambda kv: not kv[0].startswith("ResNet")))
+    png = plots.curve_panels_png(
+        cols,
+        Path(out) / "fig6.png",
+        {"training": "train/va_mse", "validation": "val/va_mse"},
+        "MSE (valence, arousal)",
+        "Fig. 6: the dimensional model's MSE loss (mean ± sd over seeds)",
+    )
+    body = []
+    for arch in experiment.ARCHS:
+        for d in dict.fromkeys(r["experiment"]["dataset"] for r in results):
+            runs = group(results, dataset=d, arch=arch)
+            if runs:
+                finals = [_finals(runs, key) for key in ("train/va_mse", "val/va_mse")]
+                label = f"{DATASET_NAMES[d]}, {ARCH_NAMES[arch]}"
+                body.append([label] + [ours(f, 4) for f in finals])
+    table = report.markdown_table(["Run", "final train MSE", "final val MSE"], body) if body else ""
+    return (
+        f"![Fig. 6]({png.name})\n\nPanels (a), (b): training; (c), (d): validation. "
+        f"Paper: {paper.FIGURES['fig6']}.\n\n{table}\n"
+    )
+
+
+def _finals(results: Sequence[dict], key: str) -> list[float]:
+    """The last logged value of ``key`` in each run's ``metrics.jsonl``."""
+    out = []
+    for r in results:
+        records = plots.read_metrics_jsonl(Path(r["workdir"]) / "metrics.jsonl")
+        _, logged = plots.metric_series(records, key)
+        out += [float(logged[-1])] if logged.size else []
+    return out
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def arm_key(config: ml_collections.ConfigDict | dict) -> str:
+    """A run's name without its seed: the runs of one arm share it."""
+    config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
+    return experiment.run_name(config).rsplit("_seed", 1)[0]
+
+
+def _paper_value(e: dict, metric: str):
+    """The paper's figure for an arm (accuracy in %, skew-normalized F1, seconds)."""
+    if metric == "accuracy":
+        return paper.accuracy(e["dataset"], e["arch"], e["shortcut"], e["loss"])
+    if metric.startswith("norm/") and e["arch"] == "bregnet" and e["shortcut"] == "h3":
+        table = paper.TABLE_III if e["loss"] == "weighted" else paper.TABLE_IV
+        return table.get((e["dataset"], metric[5:]), (None, None))[1]
+    if metric == "seconds_per_epoch":
+        return paper.TIMING[e["arch"]]["seconds_per_epoch"]
+    return None
+
+
+CLAIM_DIGITS = {"accuracy": (2, 100.0), "seconds_per_epoch": (1, 1.0)}
+
+
+def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]]:
+    """One row per (claim, metric): both arms, the paired difference and its verdict."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in results:
+        by_arm.setdefault(arm_key(r["config"]), []).append(r)
+    rows = []
+    for claim in experiment.CLAIMS:
+        if claims and claim.name not in claims:
+            continue
+        arms = [configs.get(experiment.CLAIM_CONFIG, f"{a},{scale}") for a in claim.arms(scale)]
+        runs = [by_arm.get(arm_key(c), []) for c in arms]
+        for metric in claim.metrics:
+            digits, factor = CLAIM_DIGITS.get(metric, (4, 1.0))
+            a, b = ({r["experiment"]["seed"]: value(r, metric) for r in rs} for rs in runs)
+            a, b = ({s: v * factor for s, v in x.items() if v is not None} for x in (a, b))
+            p = stats.paired(a, b, higher_is_better=metric != "seconds_per_epoch")
+            pa, pb = (_paper_value(c.experiment.to_dict(), metric) for c in arms)
+            interval = DASH if p.low is None else f"[{p.low:+.{digits}f}, {p.high:+.{digits}f}]"
+            arm_text = [
+                DASH if not p.n else f"{m:.{digits}f} ± {s:.{digits}f}"
+                for m, s in ((p.mean_a, p.sd_a), (p.mean_b, p.sd_b))
+            ]
+            rows.append(
+                [claim.name, metric, str(p.n), *arm_text]
+                + [DASH if not p.n else f"{p.diff:+.{digits}f} {interval}"]
+                + [p.verdict if p.n else "not run"]
+                + [DASH if v is None else f"{v:.2f}" for v in (pa, pb)]
+                + [DASH if pa is None or pb is None else f"{pa - pb:+.2f}"]
+            )
+    return rows
+
+
+def render_claims(results, out, scale, claims=()) -> str:
+    lines = []
+    for claim in experiment.CLAIMS:
+        if not claims or claim.name in claims:
+            a, b = claim.arms(scale)
+            lines.append(f"- `{claim.name}`: {claim.title}; A = `{a}`, B = `{b}`.")
+    header = ["Claim", "Metric", "n", "A mean ± sd", "B mean ± sd", "A − B [95% CI]", "Verdict"]
+    header += ["Paper A", "Paper B", "Paper A − B"]
+    text = (
+        "Each claim says arm A beats arm B; both arms ran with the same seeds (a seed fixes "
+        "the initialization and the data order), so each seed gives one difference A − B. "
+        "The interval is the two-sided 95% t interval over seeds, mean ± t(0.975, n − 1) · "
+        "sd / √n; held: above 0 (below 0 for seconds per epoch), not held: on the other side, "
+        "inconclusive: it contains 0 or n < 2. Accuracy in %. The paper's figures are for "
+        "its own networks (BReG-Net-39, ResNet-110) on full training; its seconds are one "
+        "AffectNet epoch on a GTX 1080 Ti.\n\n"
+    )
+    text += "\n".join(lines) + "\n\n"
+    text += report.markdown_table(header, claim_rows(results, scale, claims)) + "\n\n"
+    return text + arm_metrics(results) + "\n" + run_metrics(results)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+RENDER = {
+    "1": render_table1,
+    "2": render_table2,
+    "3": _metrics_render("weighted", "III", paper.TABLE_III),
+    "4": _metrics_render("regular", "IV", paper.TABLE_IV),
+    "5": render_table5,
+    "6": _dimensional_render("bregnet"),
+    "7": _dimensional_render("resnet"),
+    "fig5": render_fig5,
+    "fig6": render_fig6,
+    "timing": render_timing,
+}
+
+
+def render(table: str, results: Sequence[dict], out, scale: str, claims=()) -> str:
+    """The markdown body of ``table`` (a key of ``experiment.TABLES``) written into ``out``."""
+    if table == "claims":
+        return render_claims(results, out, scale, claims)
+    return RENDER[table](results, out, scale)
+
+
+def header(table: str, scale: str, results: Sequence[dict], skipped: dict) -> str:
+    """The title, the settings the runs used, the hardware and the datasets skipped."""
+    lines = [f"# {TITLES[table]}\n"]
+    if results:
+        c = results[0]["config"]
+        models = sorted({r["model"] for r in results})
+        seeds_used = sorted({r["experiment"]["seed"] for r in results})
+        lines.append(
+            f"Settings: scale **{scale}**, seeds {seeds_used}, {c['num_epochs']} epochs, "
+            f"batch {c['batch_size']}, lr {c['optim']['learning_rate']} "
+            f"({c['optim']['schedule']}), weight decay {c['optim']['weight_decay']}; "
+            f"networks {models}; evaluated on the `{results[0]['split']}` split at the best "
+            f"checkpoint. Hardware: {results[0]['hardware']}. Ours: mean ± sd over seeds "
+            "(sd with n - 1)."
+        )
+    if any(r["config"]["data"]["source"] == "synthetic" for r in results):
+        lines.append(
+            "Runs on the synthetic faces (every run at the test scale): a dataset's name only "
+            "labels its place in the paper's grid."
+        )
+    lines.append(
+        f"Paper: {paper.PAPER}, its networks BReG-Net-39 and ResNet-110 ({paper.TRAINING}); "
+        "figures from `bregflax/paper.py`. Δ = ours − paper.\n"
+    )
+    for dataset, message in skipped.items():
+        first = message.strip().splitlines()[0]
+        lines.append(f"- **{dataset} skipped**, not prepared: {first}")
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,71 @@
+"""scripts/: the FER2013 CSV writer, the shipped-weights packager and the montage."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bregflax import checkpoints, predictor
+from scripts import make_montage, package_weights, prepare_fer2013
+
+
+def test_prepare_fer2013_writes_the_kaggle_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", images=images[:2], labels=np.array([6, 0]))
+    np.savez(tmp_path / "val.npz", images=images[2:], labels=np.array([3]))
+    out = tmp_path / "manual" / "fer2013.csv"
+    assert prepare_fer2013.write_csv(tmp_path, out) == {"Training": 2, "PublicTest": 1}
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["emotion"], r["Usage"]) for r in rows] == [
+        ("6", "Training"),
+        ("0", "Training"),
+        ("3", "PublicTest"),
+    ]
+    pixels = [np.array(r["pixels"].split(), np.uint8).reshape(48, 48) for r in rows]
+    np.testing.assert_array_equal(np.stack(pixels), images)
+
+
+def test_prepare_fer2013_rejects_other_arrays(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no train.npz"):
+        prepare_fer2013.write_csv(tmp_path, tmp_path / "out.csv")
+    np.savez(tmp_path / "train.npz", images=np.zeros((1, 48, 48)), labels=np.zeros(1))
+    with pytest.raises(ValueError, match="expected uint8"):
+        prepare_fer2013.write_csv(tmp_path, tmp_path / "out.csv")
+
+
+def test_training_time_sums_each_logged_stretch_at_its_rate(tmp_path, demo_config):
+    demo_config.batch_size = 10
+    checkpoints.write_config(tmp_path, demo_config)
+    records = [
+        {"step": 4, "train/images_per_sec": 0.02},  # steps 1-4: 40 images, 2000 s
+        {"step": 4, "val/loss": 1.0},
+        {"step": 10, "train/images_per_sec": 0.05},  # steps 5-10: 60 images, 1200 s
+    ]
+    lines = [json.dumps(r) for r in records] + ['{"step": 11, "train/ima']  # cut by a kill
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert package_weights.training_time(tmp_path) == {"train_step_hours": 0.889, "steps": 10}
+
+
+@pytest.mark.slow
+def test_package_weights_ships_what_the_run_predicts(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(predictor, "PRETRAINED_DIR", tmp_path)
+    package_weights.main(["--workdir", str(trained_run), "--name=tiny", "--command=demo"])
+    meta = json.loads((tmp_path / "tiny" / "meta.json").read_text())
+    assert meta["command"] == "demo" and meta["class_names"][0] == "Angry"
+    assert "| Accuracy |" in (tmp_path / "tiny" / "val_table.md").read_text()
+    shipped = predictor.Predictor.from_pretrained("tiny")
+    trained = predictor.Predictor.from_workdir(trained_run)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        shipped.predict_faces(faces)["probs"], trained.predict_faces(faces)["probs"]
+    )
+    assert meta["checkpoint_step"] == trained.info["step"]
+
+
+@pytest.mark.slow
+def test_make_montage_writes_a_png(tmp_path):
+    out = tmp_path / "montage.png"
+    make_montage.main(["--out", str(out), "--per-class", "2"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
