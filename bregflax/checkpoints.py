@@ -232,20 +232,6 @@ def restore(manager: ocp.CheckpointManager, step: int, template: TrainState) -> 
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def resolve(manager: ocp.CheckpointManager, which: str) -> int:
-    """``best`` | ``latest`` | a step number -> a saved step; clear error when absent."""
-    steps = manager.all_steps()
-    if not steps:
-        raise FileNotFoundError(f"no checkpoints under {manager.directory}")
-    if which == "latest":
-        return manager.latest_step()
-    if which == "best":
-        return manager.best_step()
-    if not which.isdigit() or int(which) not in steps:
-        raise ValueError(f"checkpoint {which!r} not found; saved steps: {sorted(steps)}")
-    return int(which)
-
-
 # --------------------------------------------------------------------------- damage
 
 

@@ -1,5 +1,6 @@
 """A run on disk: config.json, the checkpoints kept, and loading a trained state back."""
 
+import functools
 import json
 import os
 import subprocess
@@ -24,17 +25,20 @@ def test_checkpoints_keep_the_latest_k_plus_the_best(shrink, demo_config, tmp_pa
     manager.wait_until_finished()
     assert sorted(manager.all_steps()) == sorted({best, 5, 6, 7})
     assert manager.best_step() == best and manager.latest_step() == 7
-    assert checkpoints.resolve(manager, "best") == best
-    assert checkpoints.resolve(manager, "latest") == 7
-    assert checkpoints.resolve(manager, "6") == 6
+    ranked = functools.partial(checkpoints.ranked, manager, metric="val/accuracy", mode=mode)
+    assert ranked("best")[0] == best
+    assert ranked("latest")[0] == 7
+    assert ranked("6") == [6]
     for missing in ("1", "four"):
         with pytest.raises(ValueError, match="saved steps"):
-            checkpoints.resolve(manager, missing)
+            ranked(missing)
 
 
 def test_no_checkpoints_is_a_clear_error(demo_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoints under"):
-        checkpoints.resolve(checkpoints.manager(tmp_path, demo_config), "best")
+        checkpoints.ranked(
+            checkpoints.manager(tmp_path, demo_config), "best", "val/accuracy", "max"
+        )
 
 
 def test_config_round_trips_through_config_json(demo_config, tmp_path):
