@@ -22,6 +22,27 @@ BAR_KEYS = {
 }
 
 
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a row cut short by a crash
+        return math.inf
+
+
+def drop_rows_after(workdir: Path, step: int) -> None:
+    """Removes ``metrics.jsonl``'s rows past ``step`` (a resumed run logs them again) and
+    any row a crash cut short; the file is replaced whole, never left half written."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and _step_of(line) <= step]
+    if len(kept) < len(lines):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(kept))
+        partial.replace(path)
+
+
 class MetricLogger:
     def __init__(
         self,

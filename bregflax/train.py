@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from absl import logging
 from bregflax import checkpoints, configs, losses, optim
 from bregflax import data as data_lib
 from bregflax.data import pipeline
-from bregflax.logger import MetricLogger
+from bregflax.logger import MetricLogger, drop_rows_after
 from bregflax.parallel import Parallel
 from bregflax.state import TrainState, build_model, create_train_state
 
@@ -203,27 +202,6 @@ def _check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
         )
 
 
-def _step_of(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):  # a row cut short by a crash
-        return math.inf
-
-
-def _drop_rows_after(workdir: Path, step: int) -> None:
-    """Removes ``metrics.jsonl``'s rows past ``step`` (a resumed run logs them again) and
-    any row a crash cut short; the file is replaced whole, never left half written."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.endswith("\n") and _step_of(line) <= step]
-    if len(kept) < len(lines):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text("".join(kept))
-        partial.replace(path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config`` in ``workdir``, resuming from its newest checkpoint that restores.
 
@@ -267,7 +245,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
     manager = checkpoints.manager(workdir, config)
     start = int(state.step)
     if jax.process_index() == 0:
-        _drop_rows_after(workdir, start)
+        drop_rows_after(workdir, start)
         checkpoints.write_config(workdir, config)
     logger = MetricLogger(workdir, config, total_steps=total_steps, initial_step=start)
 
