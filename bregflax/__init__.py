@@ -63,32 +63,34 @@ def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=N
 
     import numpy as np
 
-    from bregflax.data import faces, media
-    from bregflax.detect import FER2013_MARGIN, MIN_FACE
+    from bregflax import inference
+    from bregflax.data import media
+    from bregflax.detect import MIN_FACE
     from bregflax.predictor import as_uint8
 
+    options = inference.Options(min_face=min_face or MIN_FACE)  # ValueError for a bad one
     if isinstance(image, np.ndarray):
-        image = as_uint8(image)
+        image, path = as_uint8(image), "<array>"
         if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3))):
             raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
     else:
-        path = image
+        path = str(image)
         image = media.read_image(path)
         if image is None:
             raise (ValueError if Path(path).is_file() else FileNotFoundError)(
                 f"cannot read an image from {path}"
             )
     predictor = predictor or _predictor(model)
-    boxes = _detector(float(min_face or MIN_FACE))(image)
-    if not boxes:
+    frame = inference.Frame(path=path, image=image)
+    boxes, source = inference.face_boxes(frame, options, _detector(float(options.min_face)))
+    crops, errors = inference.crops(frame, boxes, source, predictor, options.margin)
+    kept = [i for i, error in enumerate(errors) if not error]
+    if not kept:
         return []
-    size, channels = predictor.image_size, predictor.channels
-    crops = [faces.crop_face(image, b, size=size, channels=channels, margin=FER2013_MARGIN)
-             for b in boxes]  # fmt: skip
-    out = predictor.predict_faces(np.stack(crops))
-    none = [None] * len(boxes)
+    out = predictor.predict_faces(np.stack([crops[i] for i in kept]))
+    none = [None] * len(kept)
     probs, va = out.get("probs", none), out.get("va", none)
-    return [_face(b, predictor.class_names, probs[i], va[i]) for i, b in enumerate(boxes)]
+    return [_face(boxes[i], predictor.class_names, probs[j], va[j]) for j, i in enumerate(kept)]
 
 
 def video_emotions(

@@ -256,24 +256,41 @@ def curve_panels_png(
     arms = list(dict.fromkeys(arm for runs in panels.values() for arm in runs))
     for i, (row_title, key) in enumerate(keys.items()):
         for j, (col_title, runs) in enumerate(panels.items()):
-            ax = axes[i][j]
-            for arm, paths in runs.items():
-                epochs, mean, sd = mean_curve(paths, key)
-                if not epochs.size:
-                    continue
-                color = f"C{arms.index(arm) % 10}"
-                label = f"{arm} (n={len(paths)})"
-                ax.plot(epochs, mean, color=color, label=label, marker="o", markersize=2)
-                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2)
             letter = chr(ord("a") + i * cols + j)
-            ax.set_title(f"({letter}) {col_title}: {row_title}", fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7)
-            else:
-                ax.text(0.5, 0.5, f"no {key} records", transform=ax.transAxes, ha="center")
+            _mean_bands(axes[i][j], runs, key, arms, f"({letter}) {col_title}: {row_title}")
+            axes[i][j].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _mean_bands(ax, runs: Mapping[str, Sequence], key: str, arms: list, title: str) -> None:
+    """Each arm's mean of ``key`` over its runs with a band of one sd, colored by its place
+    in ``arms``; an axis with no records says so."""
+    for arm, paths in runs.items():
+        epochs, mean, sd = mean_curve(paths, key)
+        if not epochs.size:
+            continue
+        color = f"C{arms.index(arm) % 10}"
+        label = f"{arm} (n={len(paths)})"
+        ax.plot(epochs, mean, color=color, label=label, marker="o", markersize=2)
+        ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, f"no {key} records", transform=ax.transAxes, ha="center")
+
+
+def arm_curves_png(runs: Mapping[str, Sequence], path, keys: Mapping[str, str], title: str) -> Path:
+    """One row of panels, one per ``keys`` item (panel title -> metric key), each with every
+    arm of ``runs`` (arm label -> [metrics.jsonl of each seed]) as its mean over seeds and a
+    band of one sd: the curves behind a paired claim."""
+    fig = _figure(4.4 * max(len(keys), 1), 3.6)
+    axes = fig.subplots(1, max(len(keys), 1), squeeze=False)[0]
+    for i, (panel, key) in enumerate(keys.items()):
+        _mean_bands(axes[i], runs, key, list(runs), f"({chr(ord('a') + i)}) {panel}")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 

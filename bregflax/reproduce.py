@@ -1,7 +1,7 @@
 """The paper's tables, figures and claims, one command each.
 
     bregflax reproduce --table=1|2|3|4|5|6|7|fig5|fig6|timing|claims --scale=paper|cpu|test
-        --workdir=DIR [--seeds=0,1,2] [--only=fer2013,h3] [--set KEY=VALUE ...]
+        --workdir=DIR [--seeds=0,1,2] [--only=fer2013,h3] [--set KEY=VALUE ...] [--report_only]
 
 Each table names its runs as parameter strings of a config module of ``bregflax.configs``
 (``table2:resnet,weighted,fer2013``; the grid is ``bregflax.configs.experiment``). Every run
@@ -139,18 +139,20 @@ def reproduce(
     only: str = "",
     claims: Sequence[str] = (),
     log: Callable = print,
+    train_missing: bool = True,
 ) -> Path:
     """Runs every experiment of ``table`` at ``scale`` and writes ``workdir/<table>.md``.
 
     ``seeds`` defaults to (0,), or to each claim's own seeds for ``claims``; ``repeats``
     (skew-normalization) to ``REPEATS[scale]``; ``overrides`` ({dotted key: value}) apply
     to every run; ``only`` keeps the runs that have every comma-separated token; ``claims``
-    names the claims of the ``claims`` table to run (all if empty).
+    names the claims of the ``claims`` table to run (all if empty). Without
+    ``train_missing`` nothing trains: the table holds the finished runs and names the others.
     """
     workdir = Path(workdir)
     repeats = REPEATS[scale] if repeats is None else repeats
     wanted = [t.strip() for t in only.split(",") if t.strip()]
-    results, skipped = [], {}
+    results, skipped, missing = [], {}, []
     for name, arg in experiment.runs(table, scale, seeds, claims):
         config = configs.get(name, arg)
         if not selected(config.experiment.to_dict(), wanted):
@@ -160,6 +162,10 @@ def reproduce(
         if dataset in skipped:
             continue
         run_dir = workdir / scale / experiment.run_name(config)
+        if not train_missing and not (run_dir / "result.json").exists():
+            missing.append(run_dir.name)
+            log(f"  not finished: {run_dir.name}")
+            continue
         try:
             results.append(run_experiment(config, run_dir, repeats, log))
         except data_lib.DatasetNotFoundError as e:
@@ -168,7 +174,7 @@ def reproduce(
     out = workdir / f"{f'table{table}' if table.isdigit() else table}.md"
     workdir.mkdir(parents=True, exist_ok=True)
     body = tables.render(table, results, workdir, scale, claims)
-    out.write_text(tables.header(table, scale, results, skipped) + body)
+    out.write_text(tables.header(table, scale, results, skipped, missing) + body)
     log(f"wrote {out}")
     return out
 
@@ -192,6 +198,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="",
         help="comma-separated claims of --table=claims: "
         + ", ".join(c.name for c in experiment.CLAIMS),
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="train nothing: write the table from the finished runs and name the others",
     )
     parser.add_argument("--repeats", type=int, default=None, help="skew-normalization repeats")
     parser.add_argument("--data_dir", default="", help="prepared datasets ($BREGFLAX_DATA_DIR)")
@@ -246,7 +257,15 @@ def main(argv=None) -> None:
     try:
         experiment.runs(args.table, args.scale, seeds, claims)  # unknown claims fail here
         reproduce(
-            args.table, args.scale, args.workdir, seeds, args.repeats, overrides, args.only, claims
+            args.table,
+            args.scale,
+            args.workdir,
+            seeds,
+            args.repeats,
+            overrides,
+            args.only,
+            claims,
+            train_missing=not args.report_only,
         )
     except (configs.ConfigError, RunConflictError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -381,6 +381,52 @@ def arm_key(config: ml_collections.ConfigDict | dict) -> str:
     return experiment.run_name(config).rsplit("_seed", 1)[0]
 
 
+def _by_arm(results: Sequence[dict]) -> dict[str, list[dict]]:
+    by_arm: dict[str, list[dict]] = {}
+    for r in results:
+        by_arm.setdefault(arm_key(r["config"]), []).append(r)
+    return by_arm
+
+
+def _claims(names=()) -> list:
+    return [c for c in experiment.CLAIMS if not names or c.name in names]
+
+
+def _claim_arms(claim, scale: str) -> list[ml_collections.ConfigDict]:
+    return [configs.get(experiment.CLAIM_CONFIG, f"{a},{scale}") for a in claim.arms(scale)]
+
+
+CLAIM_CURVES = {
+    "training loss": "train/loss",
+    "validation loss": "val/loss",
+    "validation accuracy": "val/accuracy",
+}
+
+
+def claim_figures(results: Sequence[dict], out, scale: str, claims=()) -> str:
+    """Per claim, both arms' training and validation curves (mean ± sd over the seeds whose
+    ``metrics.jsonl`` is there; the legend gives n), as markdown image lines; a claim with no
+    logged run has none."""
+    by_arm = _by_arm(results)
+    lines = []
+    for claim in _claims(claims):
+        runs = {
+            f"{side}: {_arm_label(c.experiment.to_dict())}": [
+                log
+                for r in by_arm.get(arm_key(c), [])
+                if (log := Path(r["workdir"]) / "metrics.jsonl").exists()
+            ]
+            for side, c in zip("AB", _claim_arms(claim, scale), strict=True)
+        }
+        if any(runs.values()):
+            title = f"{claim.name}: {claim.title} (mean ± sd over seeds)"
+            png = plots.arm_curves_png(
+                runs, Path(out) / f"claims_{claim.name}.png", CLAIM_CURVES, title
+            )
+            lines.append(f"![{claim.name}]({png.name})")
+    return "## Curves per arm\n\n" + "\n\n".join(lines) + "\n\n" if lines else ""
+
+
 def _paper_value(e: dict, metric: str):
     """The paper's figure for an arm (accuracy in %, skew-normalized F1, seconds)."""
     if metric == "accuracy":
@@ -398,14 +444,10 @@ CLAIM_DIGITS = {"accuracy": (2, 100.0), "seconds_per_epoch": (1, 1.0)}
 
 def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]]:
     """One row per (claim, metric): both arms, the paired difference and its verdict."""
-    by_arm: dict[str, list[dict]] = {}
-    for r in results:
-        by_arm.setdefault(arm_key(r["config"]), []).append(r)
+    by_arm = _by_arm(results)
     rows = []
-    for claim in experiment.CLAIMS:
-        if claims and claim.name not in claims:
-            continue
-        arms = [configs.get(experiment.CLAIM_CONFIG, f"{a},{scale}") for a in claim.arms(scale)]
+    for claim in _claims(claims):
+        arms = _claim_arms(claim, scale)
         runs = [by_arm.get(arm_key(c), []) for c in arms]
         for metric in claim.metrics:
             digits, factor = CLAIM_DIGITS.get(metric, (4, 1.0))
@@ -430,10 +472,9 @@ def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]
 
 def render_claims(results, out, scale, claims=()) -> str:
     lines = []
-    for claim in experiment.CLAIMS:
-        if not claims or claim.name in claims:
-            a, b = claim.arms(scale)
-            lines.append(f"- `{claim.name}`: {claim.title}; A = `{a}`, B = `{b}`.")
+    for claim in _claims(claims):
+        a, b = claim.arms(scale)
+        lines.append(f"- `{claim.name}`: {claim.title}; A = `{a}`, B = `{b}`.")
     header = ["Claim", "Metric", "n", "A mean ± sd", "B mean ± sd", "A − B [95% CI]", "Verdict"]
     header += ["Paper A", "Paper B", "Paper A − B"]
     text = (
@@ -447,6 +488,7 @@ def render_claims(results, out, scale, claims=()) -> str:
     )
     text += "\n".join(lines) + "\n\n"
     text += report.markdown_table(header, claim_rows(results, scale, claims)) + "\n\n"
+    text += claim_figures(results, out, scale, claims)
     return text + arm_metrics(results) + "\n" + run_metrics(results)
 
 
@@ -473,8 +515,11 @@ def render(table: str, results: Sequence[dict], out, scale: str, claims=()) -> s
     return RENDER[table](results, out, scale)
 
 
-def header(table: str, scale: str, results: Sequence[dict], skipped: dict) -> str:
-    """The title, the settings the runs used, the hardware and the datasets skipped."""
+def header(
+    table: str, scale: str, results: Sequence[dict], skipped: dict, missing: Sequence[str] = ()
+) -> str:
+    """The title, the settings the runs used, the hardware, the datasets skipped and the runs
+    not finished (``--report_only``)."""
     lines = [f"# {TITLES[table]}\n"]
     if results:
         c = results[0]["config"]
@@ -497,6 +542,11 @@ def header(table: str, scale: str, results: Sequence[dict], skipped: dict) -> st
         f"Paper: {paper.PAPER}, its networks BReG-Net-39 and ResNet-110 ({paper.TRAINING}); "
         "figures from `bregflax/paper.py`. Δ = ours − paper.\n"
     )
+    if missing:
+        lines.append(
+            f"- **{len(missing)} of {len(missing) + len(results)} runs not finished**, left "
+            f"out of every figure below: {', '.join(missing)}"
+        )
     for dataset, message in skipped.items():
         first = message.strip().splitlines()[0]
         lines.append(f"- **{dataset} skipped**, not prepared: {first}")

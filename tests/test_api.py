@@ -74,6 +74,8 @@ def test_detect_emotions_without_faces_and_bad_input(tmp_path):
         bregflax.detect_emotions(np.zeros((10, 10, 4), np.uint8))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         bregflax.detect_emotions(np.full((10, 10), 2.0))
+    with pytest.raises(ValueError, match="min_face"):  # checked as `bregflax predict` does
+        bregflax.detect_emotions(np.zeros((10, 10), np.uint8), min_face=float("nan"))
 
 
 def test_video_emotions_streams_rows_like_the_cli(fer2013_dir, tmp_path):

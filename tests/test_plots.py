@@ -121,3 +121,13 @@ def test_curve_panels_png(tmp_path):
     assert_png(out, min_side=600)
     keys["missing"] = "nope"  # a row with no records says so instead of failing
     assert_png(plots.curve_panels_png(panels, tmp_path / "fig6b.png", keys, "loss", "Fig. 6"))
+
+
+def test_arm_curves_png_puts_one_panel_per_metric_in_a_row(tmp_path):
+    a = _run_log(tmp_path / "a.jsonl", scale=1.0)
+    b = _run_log(tmp_path / "b.jsonl", scale=0.8)
+    keys = {"training loss": "train/loss", "validation loss": "val/loss", "absent": "nope"}
+    out = plots.arm_curves_png({"A: h3": [a, b], "B: identity": [a], "C": []}, tmp_path / "c.png",
+                               keys, "claim")  # fmt: skip
+    width, height = Image.open(out).size
+    assert width > 2.5 * height  # three panels side by side

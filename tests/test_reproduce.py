@@ -4,6 +4,7 @@ claim once (module fixture); the other tests read its outputs or reuse its runs.
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,6 +92,32 @@ def test_claims_table_holds_the_paired_interval(claim):
     assert (row["Paper A"], row["Paper B"]) == ("68.74", "66.48")
     others = [r["Verdict"] for r in parsed if "Claim" in r and r["Claim"] != "h3_vs_identity"]
     assert others == []  # --claims ran and reported only the claim asked for
+    text = (workdir / "claims.md").read_text()
+    assert "![h3_vs_identity](claims_h3_vs_identity.png)" in text
+    assert (workdir / "claims_h3_vs_identity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_only_trains_nothing_and_names_the_missing_runs(claim, tmp_path):
+    workdir, _ = claim
+    for name in RUNS[:2]:  # H3's two seeds: the depth claim's A arm; its deep B arm never ran
+        shutil.copytree(workdir / "test" / name, tmp_path / "test" / name)
+    logs = []
+    out = reproduce.reproduce("claims", "test", tmp_path, claims=["depth"], repeats=5,
+                              log=logs.append, train_missing=False)  # fmt: skip
+    assert not any(line.startswith("  train:") for line in logs)
+    deep = [f"fer2013_BReGNetTiny_d15_identity_regular_seed{s}" for s in (0, 1)]
+    assert [line for line in logs if "not finished" in line] == [
+        f"  not finished: {name}" for name in deep
+    ]
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == list(RUNS[:2])
+    text = out.read_text()
+    assert (
+        f"**2 of 4 runs not finished**, left out of every figure below: {', '.join(deep)}" in text
+    )
+    rows = report.read_markdown_tables(text)[""]
+    assert {r["Verdict"] for r in rows if r.get("Claim") == "depth"} == {"not run"}
+    assert (tmp_path / "claims_depth.png").exists()  # A's curves, B's absent
+    assert reproduce.parse_args(["--table=2", "--workdir=w", "--report_only"]).report_only
 
 
 def test_tables_reuse_finished_runs(claim):

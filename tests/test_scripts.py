@@ -1,12 +1,17 @@
-"""scripts/: the FER2013 CSV writer, the shipped-weights packager and the montage."""
+"""scripts/: the FER2013 CSV writer, the shipped-weights packager, the montage and the claims'
+two-queue runner."""
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, predictor
+from bregflax import checkpoints, configs, predictor, report
+from bregflax.configs import experiment
 from scripts import make_montage, package_weights, prepare_fer2013
 
 
@@ -69,3 +74,30 @@ def test_make_montage_writes_a_png(tmp_path):
     out = tmp_path / "montage.png"
     make_montage.main(["--out", str(out), "--per-class", "2"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_claims_script_trains_every_claims_run_once_in_two_queues(tmp_path, repo_root):
+    workdir = tmp_path / "w"
+    env = {**os.environ, "SCALE": "test", "EPOCHS": "1", "PYTHON": sys.executable}
+    script = repo_root / "scripts" / "claims_cpu.sh"
+    done = subprocess.run(["bash", str(script), str(workdir), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    finished = sorted(p.parent.name for p in (workdir / "test").glob("*/result.json"))
+    args = {f"{arm},test,seed={s}" for c in experiment.CLAIMS for arm in c.arms("test")
+            for s in range(c.seeds)}  # fmt: skip
+    want = {experiment.run_name(configs.get(experiment.CLAIM_CONFIG, a)) for a in args}
+    assert finished == sorted(want) and len(finished) == 25
+    trained = {
+        q: [line.split()[-1] for line in (workdir / f"queue_{q}.log").read_text().splitlines()
+            if line.startswith("  train:")]
+        for q in "AB"
+    }  # fmt: skip
+    assert sorted(trained["A"] + trained["B"]) == finished  # each run by one queue, once
+    assert all("_h3_" in n or "_h1_" in n or "_h2_" in n for n in trained["A"])  # the A arms
+    assert not any("BReGNet" in n and "_h3_" in n for n in trained["B"])
+    # the last call (every run skipped) wrote every claim: the test scale's 2 seeds each
+    parsed = report.read_markdown_tables((workdir / "claims.md").read_text())[""]
+    n = {r["Claim"]: r["n"] for r in parsed if r.get("Metric") == "accuracy"}
+    assert n == {c.name: "2" for c in experiment.CLAIMS}

@@ -199,7 +199,7 @@ def test_fig6_panels_and_final_losses(tmp_path):
 def test_header_settings_and_skipped_datasets():
     runs = [result("fer2013,bregnet,regular", seed=s, acc=0.5) for s in (0, 2)]
     text = tables.header("2", "cpu", runs, {"affectnet": "AffectNet is not prepared.\nmore"})
-    assert "seeds [0, 2]" in text and "2 epochs" in text and "a test" in text
+    assert "seeds [0, 2]" in text and "10 epochs" in text and "a test" in text
     assert "**affectnet skipped**, not prepared: AffectNet is not prepared." in text
     assert paper.PAPER in text
 
