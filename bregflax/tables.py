@@ -404,22 +404,26 @@ CLAIM_CURVES = {
 
 
 def claim_figures(results: Sequence[dict], out, scale: str, claims=()) -> str:
-    """Per claim, both arms' training and validation curves (mean ± sd over the seeds whose
-    ``metrics.jsonl`` is there; the legend gives n), as markdown image lines; a claim with no
-    logged run has none."""
+    """Per claim, both arms' training and validation curves over the seeds they share (the
+    pairs of its interval) whose ``metrics.jsonl`` is there: mean ± sd, the legend giving n.
+    Markdown image lines; a claim without a finished pair has none."""
     by_arm = _by_arm(results)
     lines = []
     for claim in _claims(claims):
+        arms = [(side, c, by_arm.get(arm_key(c), [])) for side, c in
+                zip("AB", _claim_arms(claim, scale), strict=True)]  # fmt: skip
+        paired = set.intersection(*({r["experiment"]["seed"] for r in rs} for _, _, rs in arms))
         runs = {
             f"{side}: {_arm_label(c.experiment.to_dict())}": [
                 log
-                for r in by_arm.get(arm_key(c), [])
-                if (log := Path(r["workdir"]) / "metrics.jsonl").exists()
+                for r in sorted(rs, key=lambda r: r["experiment"]["seed"])
+                if r["experiment"]["seed"] in paired
+                and (log := Path(r["workdir"]) / "metrics.jsonl").exists()
             ]
-            for side, c in zip("AB", _claim_arms(claim, scale), strict=True)
+            for side, c, rs in arms
         }
-        if any(runs.values()):
-            title = f"{claim.name}: {claim.title} (mean ± sd over seeds)"
+        if paired:
+            title = f"{claim.name}: {claim.title} (mean ± sd over {len(paired)} paired seeds)"
             png = plots.arm_curves_png(
                 runs, Path(out) / f"claims_{claim.name}.png", CLAIM_CURVES, title
             )

@@ -116,7 +116,7 @@ def test_report_only_trains_nothing_and_names_the_missing_runs(claim, tmp_path):
     )
     rows = report.read_markdown_tables(text)[""]
     assert {r["Verdict"] for r in rows if r.get("Claim") == "depth"} == {"not run"}
-    assert (tmp_path / "claims_depth.png").exists()  # A's curves, B's absent
+    assert "Curves per arm" not in text and not (tmp_path / "claims_depth.png").exists()  # no pair
     assert reproduce.parse_args(["--table=2", "--workdir=w", "--report_only"]).report_only
 
 

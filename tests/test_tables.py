@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import configs, paper, report, tables
+from bregflax import configs, paper, plots, report, tables
 from bregflax.configs import experiment
 
 
@@ -147,6 +147,30 @@ def test_claims_rows_match_scipy(tmp_path):
     assert (r["Paper A"], r["Paper B"], r["Paper A − B"]) == ("68.74", "66.48", "+2.26")
     # arms without runs say so; the H3 arm alone cannot make a pair
     assert _claim_row(parsed, "h3_vs_h1", "accuracy")["Verdict"] == "not run"
+
+
+def test_claim_curves_take_the_paired_seeds_only(tmp_path, monkeypatch):
+    runs = []
+    for arg, seeds in (("fer2013,h3,weighted", (0, 1, 2)), ("fer2013,h3,regular", range(5))):
+        for s in seeds:
+            run = tmp_path / f"{arg}_{s}"
+            run.mkdir()
+            (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 1, "val/loss": 1.0}\n')
+            runs.append(result(arg, seed=s, acc=0.5, workdir=run))
+    (tmp_path / "fer2013,h3,weighted_2" / "metrics.jsonl").unlink()  # a run without its log
+    drawn = {}
+
+    def draw(arms, path, keys, title):
+        drawn[path.name] = arms
+        return path
+
+    monkeypatch.setattr(plots, "arm_curves_png", draw)
+    text = tables.claim_figures(runs, tmp_path, "cpu", ["weighted_h3", "h3_vs_h1"])
+    assert list(drawn) == ["claims_weighted_h3.png"]  # h3_vs_h1 has no H1 run: no pair
+    (weighted, regular) = drawn["claims_weighted_h3.png"].values()
+    assert [p.parent.name for p in weighted] == ["fer2013,h3,weighted_0", "fer2013,h3,weighted_1"]
+    assert [p.parent.name for p in regular] == [f"fer2013,h3,regular_{s}" for s in (0, 1, 2)]
+    assert text == "## Curves per arm\n\n![weighted_h3](claims_weighted_h3.png)\n\n"
 
 
 def test_depth_claim_compares_seconds_lower_is_better(tmp_path):
