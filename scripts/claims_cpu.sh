@@ -11,8 +11,9 @@
 # interrupted run resumes from its last checkpoint. Two single-core processes train faster than
 # one with both cores (measured on the 2-core development machine on 2026-11-30: 2 x 170
 # against 275 images/s). Queue A runs the claims' A arms and queue B their B arms, seed by
-# seed, so each pair finishes together; both queues hold 14 single-core run units (a depth-27
-# run counts 2). When both end, one more call (every run skipped) writes the full table.
+# seed, so each pair finishes together; H2's last seed goes to B so that both queues take
+# about 7.2 hours (one core, measured: an H3 run about 33 minutes, identity 29, depth-27 about
+# 55). When both end, one more call (every run skipped) writes the full table.
 # To free the cores for a while: kill -STOP / -CONT the two python processes (training
 # resumes where it was; only that step's images/s is lost to the median).
 # SCALE=test EPOCHS=2 runs the same queues on the synthetic faces in a minute or two (the test
@@ -57,7 +58,7 @@ done
 for s in 0 1 2; do
   queue_a+=("h3_vs_h1 h1 $s") queue_b+=("weighted_identity weighted $s")
 done
-for s in 0 1 2; do queue_a+=("h3_vs_h2 h2 $s"); done
+queue_a+=("h3_vs_h2 h2 0" "h3_vs_h2 h2 1") queue_b+=("h3_vs_h2 h2 2")
 
 echo "== $(date -u +%FT%TZ) source $(git -C "$src" rev-parse HEAD 2>/dev/null || echo "$src")" \
   | tee -a "$workdir/queue_A.log" "$workdir/queue_B.log"
