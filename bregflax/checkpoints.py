@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,11 +246,17 @@ def _reason(error: BaseException) -> str:
 _ECHOES = ("Event loop is closed", "error while reading array")
 
 
+UNAWAITED_READ = r"coroutine '.*_index_and_device_put' was never awaited"
+
+
 def _quiet_failed_reads() -> None:
     """Silences the echoes of a restore that fails: each array read that failed, or was
     still pending when orbax closed its event loop, is reported again as an unraisable
-    error or an asyncio task error, hundreds of lines for one damaged file. The restore's
-    own exception says it once. Other unraisable errors and asyncio messages still show."""
+    error or an asyncio task error, hundreds of lines for one damaged file, and a read
+    abandoned unstarted as a coroutine "never awaited" (under load). The restore's own
+    exception says it once. Other unraisable errors, asyncio messages and warnings still
+    show. The warnings filter is set on each call: pytest resets filters after each test."""
+    warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
     if getattr(sys.unraisablehook, "_bregflax", False):
         return
     previous = sys.unraisablehook

@@ -1,10 +1,12 @@
 """A run on disk: config.json, the checkpoints kept, and loading a trained state back."""
 
 import functools
+import gc
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -170,3 +172,24 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
     assert not path.exists()
     with checkpoints.workdir_lock(tmp_path / "run"):  # again, once released
         pass
+
+
+def test_an_abandoned_read_is_not_echoed_but_other_unawaited_coroutines_are():
+    """Under load a failed restore leaves orbax's ``..._index_and_device_put`` reads
+    unawaited; their RuntimeWarning would break "one line per skipped checkpoint"."""
+
+    async def _index_and_device_put():
+        pass
+
+    async def something_else():
+        pass
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # every warning shows, but for the quieted one
+        checkpoints._quiet_failed_reads()
+        for make in (_index_and_device_put, something_else):
+            coroutine = make()
+            del coroutine
+            gc.collect()
+    messages = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "something_else' was never awaited" in messages[0], messages
