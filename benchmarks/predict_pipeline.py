@@ -251,7 +251,7 @@ class Stages:
         self._wrap(detect.FaceTracker, "__call__", "detect")
         self._wrap(inference, "crops", "crop")
         self._wrap(Predictor, "predict_faces", "model")
-        self._wrap(inference.Writer, "write", "write")
+        self._wrap(predict.Writer, "write", "write")
         return self
 
     def __exit__(self, *exc):
@@ -290,8 +290,8 @@ def engine(path: str, out: Path, args: list[str], fold: bool, overlap: bool):
     if predictor.fold != fold:
         predictor = dataclasses.replace(predictor, fold=fold)
     options.overlap = overlap
-    columns = inference.csv_columns(predictor.class_names, predictor.has_va)
-    writer = inference.Writer(handle, "csv", columns)
+    columns = predict.csv_columns(predictor.class_names, predictor.has_va)
+    writer = predict.Writer(handle, "csv", columns)
     rows = inference.run(predictor, parsed.paths, options, parsed.every, False, collected=inputs)
     return rows, writer, handle
 

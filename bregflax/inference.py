@@ -2,14 +2,15 @@
 
 Inputs are found and decoded by :mod:`bregflax.data.media`; each photo or sampled video
 frame becomes a :class:`Frame`. Its faces come from the Haar cascade
-(:mod:`bregflax.detect`), from the user's ``--boxes`` file (:class:`Boxes`), or are the whole
+(:mod:`bregflax.detect`), from the user's ``--boxes`` file (:mod:`bregflax.boxes`), or are the whole
 image (``--no-detect``); they are cropped as the training data were
 (:mod:`bregflax.data.faces`) and classified in batches by a
 :class:`~bregflax.predictor.Predictor`. Every face becomes a row: path, frame, time, box,
 class probabilities, label, valence and arousal. A frame with no face gets a ``no_face`` row,
 an unreadable file, unusable box or unwritable annotation an ``error`` row, a video that ends
 before the frames its header gives a ``warning`` row, an entry :func:`media.collect` left out
-a ``skipped`` row; rows come in input order.
+a ``skipped`` row; rows come in input order. Annotated copies are drawn by
+:mod:`bregflax.annotate`; :mod:`bregflax.predict` writes the rows out.
 
 Each file is finished (its crops classified, its rows yielded) before the next one is read,
 and an exception while reading or classifying a file becomes that file's ``error`` row, so a
@@ -23,9 +24,7 @@ most ``QUEUE_FRAMES`` frames ahead, so memory does not grow with the video's len
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import queue
 import sys
@@ -34,19 +33,17 @@ import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from bregflax import detect
+from bregflax.annotate import Annotations
+from bregflax.boxes import Boxes
 from bregflax.data import faces, media
 from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY, FaceDetector
 from bregflax.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
-BOX_COLUMNS = ("path", "x", "y", "width", "height")
-# Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
-COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 QUEUE_FRAMES = 128  # video frames prepared ahead of the model (8 when annotating: whole images)
 
 
@@ -112,102 +109,6 @@ def ranges(numbers: Iterable[int], most: int = 8) -> str:
     text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
     more = f" and {len(runs) - most} more" if len(runs) > most else ""
     return ", ".join(text) + more
-
-
-class Boxes(dict):
-    """``--boxes``: {(resolved path, frame or None): [box, ...]} and which rows were used.
-
-    A key with frame None applies to every frame of that file without its own rows.
-    """
-
-    def __init__(self, items=(), source: str | Path | None = None):
-        super().__init__(items)
-        self.source = str(source) if source is not None else "--boxes"
-        self.lines: dict[tuple, list[int]] = {}  # key -> CSV line numbers
-        self.names: dict[tuple, str] = {}  # key -> the path as the CSV wrote it
-        self.used: set[tuple] = set()
-        self.seen: set[str] = set()  # resolved paths of the frames looked up
-        self._resolved: dict[str, str] = {}
-
-    def lookup(self, path: str, frame: int | None) -> list | None:
-        """The boxes given for ``frame`` of ``path`` (or for all its frames); None if none."""
-        key = self._resolved.get(path)
-        if key is None:
-            key = self._resolved[path] = str(Path(path).resolve())
-        self.seen.add(key)
-        for k in ((key, frame), (key, None)):
-            if k in self:
-                self.used.add(k)
-                return self[k]
-        return None
-
-    def unmatched(self) -> list[str]:
-        """``file:line (path[, why])`` for each row no frame used, in CSV order."""
-        out = []
-        for key in sorted(self.keys() - self.used, key=lambda k: self.lines.get(k, [0])[0]):
-            name = self.names.get(key, key[0])
-            if key[0] not in self.seen:
-                why = ""
-            elif key[1] is None:
-                why = ", every frame read has its own rows"
-            else:
-                why = f", frame {key[1]} was not read"
-            out += [f"{self.source}:{line} ({name}{why})" for line in self.lines.get(key, [0])]
-        return out
-
-
-def read_boxes(path: str | Path) -> Boxes:
-    """``--boxes`` CSV: columns path, x, y, width, height and an optional frame.
-
-    Relative paths are taken from the CSV's own folder; a row without a frame applies to
-    every frame of that file. The file may start with a UTF-8 byte-order mark. Raises
-    ValueError naming the file (and line) for anything it cannot use.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--boxes {path} is a folder: give the CSV file inside it")
-    if not path.is_file():
-        raise ValueError(f"--boxes {path}: no such file")
-    folder, boxes = path.resolve().parent, Boxes(source=path.name)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            names = [(n or "").strip().lower() for n in reader.fieldnames or ()]
-            reader.fieldnames = names
-            missing = [c for c in BOX_COLUMNS if c not in names]
-            if missing:
-                raise ValueError(
-                    f"{path}: no column {', '.join(missing)}: --boxes needs columns "
-                    f"{','.join(BOX_COLUMNS)} (and optionally frame); found "
-                    f"{','.join(names) or 'an empty file'}"
-                )
-            for row in reader:
-                key, box = _box_row(row, folder, f"{path}:{reader.line_num}")
-                boxes.setdefault(key, []).append(box)
-                boxes.lines.setdefault(key, []).append(reader.line_num)
-                boxes.names[key] = row["path"]
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"--boxes {path} is not UTF-8 text ({e.reason}); save it as UTF-8 CSV"
-        ) from None
-    return boxes
-
-
-def _box_row(row: dict, folder: Path, where: str) -> tuple[tuple, tuple[float, ...]]:
-    empty = [k for k in BOX_COLUMNS if not (row.get(k) or "").strip()]
-    if empty:
-        raise ValueError(f"{where}: no value for {', '.join(empty)}")
-    box = []
-    for k in BOX_COLUMNS[1:]:
-        try:
-            box.append(float(row[k]))
-        except ValueError:
-            raise ValueError(f"{where}: {k} {row[k]!r} is not a number") from None
-    frame = (row.get("frame") or "").strip()
-    if frame and not frame.isdigit():
-        raise ValueError(f"{where}: frame {frame!r} is not a whole number from 0")
-    key = (str((folder / row["path"]).resolve()), int(frame) if frame else None)
-    return key, tuple(box)
 
 
 def check_margin(margin: float) -> float:
@@ -323,78 +224,6 @@ def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
             row["valence"], row["arousal"] = (round(float(v), 6) for v in outputs["va"][i])
         rows.append(row)
     return rows
-
-
-def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
-    """A BGR copy of the frame with each classified face's box and label drawn on it."""
-    image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(max(image.shape[:2]) / 400))
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        x, y, w, h = (int(round(v)) for v in row["box"])
-        text = row.get("name", "")
-        if "probs" in row:
-            text += f" {row['probs'][row['name']]:.2f}"
-        if "valence" in row:
-            text += f" v{row['valence']:+.2f} a{row['arousal']:+.2f}"
-        cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), thickness)
-        origin, scale = (x, max(y - 4, 12)), max(0.4, h / 200)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        cv2.putText(image, text, origin, font, scale, (0, 255, 0), thickness)
-    return image
-
-
-class Annotations:
-    """Annotated copies under ``folder``, at each input's path relative to its folder.
-
-    A video frame becomes ``<stem>_f<frame>.jpg``; an input whose suffix OpenCV cannot write
-    in colour (``.pgm``, none) gets ``.png`` added. A copy never replaces a protected file
-    (the inputs, ``--out``, ``--boxes``): it becomes ``<stem>.annotated<suffix>``; and never a
-    copy written earlier in the same run: ``<stem>-2<suffix>``, ``-3``... ``renamed`` lists
-    (input, written path) for each copy that did not get its plain name.
-    """
-
-    def __init__(self, folder: str | Path, protect: Iterable[str | Path] = ()):
-        self.folder = Path(folder)
-        self.renamed: list[tuple[str, Path]] = []
-        self._protected: set[str] = set()
-        self._used: set[str] = set()
-        self.protect(protect)
-
-    def protect(self, paths: Iterable[str | Path]) -> None:
-        self._protected.update(str(Path(p).resolve()) for p in paths)
-
-    def path_for(self, frame: Frame) -> Path:
-        rel = Path(frame.rel or Path(frame.path).name)
-        if frame.frame is not None:
-            name = f"{rel.stem}_f{frame.frame:06d}.jpg"
-        elif rel.suffix.lower() in COLOUR_SUFFIXES:
-            name = rel.name
-        else:
-            name = rel.name + ".png"
-        want = path = self.folder / rel.parent / name
-        if str(path.resolve()) in self._protected:
-            path = path.with_name(f"{path.stem}.annotated{path.suffix}")
-        base, k = path, 2
-        while {str(path.resolve())} & (self._protected | self._used):
-            path, k = base.with_name(f"{base.stem}-{k}{base.suffix}"), k + 1
-        self._used.add(str(path.resolve()))
-        if path != want:
-            self.renamed.append((frame.path, path))
-        return path
-
-    def write(self, frame: Frame, rows: list[dict]) -> Path:
-        """Draws ``rows`` on ``frame`` and writes it; OSError if it cannot be written."""
-        path = self.path_for(frame)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written = cv2.imwrite(str(path), draw(frame, rows))
-        except cv2.error as e:
-            raise OSError(f"cannot write {path}: {_message(e)}") from None
-        if not written:
-            raise OSError(f"cannot write {path}")
-        return path
 
 
 def _message(e: BaseException) -> str:
@@ -569,85 +398,3 @@ def _expand(values: np.ndarray, crops: list) -> list:
     """Per-face outputs with None where a face had no crop (a bad box)."""
     it = iter(values)
     return [next(it) if c is not None else None for c in crops]
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def csv_columns(class_names: Sequence[str], has_va: bool, annotate: bool = False) -> list[str]:
-    cols = ["path", "frame", "time_s", "face", "x", "y", "width", "height", "source"]
-    cols += ["label", "name", *[f"p_{n}" for n in class_names]] if class_names else []
-    cols += ["valence", "arousal"] if has_va else []
-    cols += ["annotation"] if annotate else []
-    return [*cols, "status", "error"]
-
-
-def csv_row(row: dict) -> dict:
-    flat = {k: v for k, v in row.items() if k not in ("box", "probs")}
-    if "box" in row:
-        flat.update(zip(("x", "y", "width", "height"), row["box"], strict=True))
-    for name, p in row.get("probs", {}).items():
-        flat[f"p_{name}"] = p
-    if flat.get("time_s") is not None:
-        flat["time_s"] = round(flat["time_s"], 3)
-    return flat
-
-
-class Writer:
-    """Rows to a CSV or JSON-lines file (or stdout), each flushed as it is written."""
-
-    def __init__(self, out, fmt: str, columns: list[str]):
-        self.out, self.fmt = out, fmt
-        if fmt == "csv":
-            self._csv = csv.DictWriter(out, columns, extrasaction="ignore")
-            self._csv.writeheader()
-            out.flush()
-
-    def write(self, row: dict) -> None:
-        if self.fmt == "csv":
-            self._csv.writerow(csv_row(row))
-        else:
-            self.out.write(json.dumps(row) + "\n")
-        self.out.flush()
-
-
-class Tally:
-    """Counts rows as they are written, for the closing summary and the exit status."""
-
-    def __init__(self, files: int):
-        self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
-        self.frames: set[tuple[str, int | None]] = set()
-        self.problems: list[dict] = []  # error, warning and skipped rows
-        self.notes: list[str] = []  # more lines for the summary
-
-    def add(self, row: dict) -> None:
-        if row["status"] not in ("skipped", "warning"):
-            self.frames.add((row["path"], row["frame"]))
-        self.ok += row["status"] == "ok"
-        if row["status"] == "no_face":
-            self.no_face += 1
-            self.unboxed += row.get("source") == "user"
-        if row["status"] in ("error", "warning", "skipped"):
-            self.problems.append(row)
-
-    @property
-    def failed(self) -> bool:
-        """Whether a file or face box could not be used (skipped files and warnings do not
-        count)."""
-        return any(p["status"] == "error" for p in self.problems)
-
-    def summary(self) -> str:
-        lines = [
-            f"{self.files} file(s), {len(self.frames)} frame(s): {self.ok} face(s) "
-            f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
-        ]
-        lines += [f"  {p['status']}: {p['path']}: {p['error']}" for p in self.problems]
-        if self.unboxed:
-            lines.append(
-                f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "
-                "--boxes-fallback runs the detector there (the whole image with --no-detect)"
-            )
-        if self.no_face > self.unboxed:
-            lines.append("  (images that are already face crops: pass --no-detect)")
-        lines += [f"  {note}" for note in self.notes]
-        return "\n".join(lines)

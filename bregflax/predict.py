@@ -8,14 +8,17 @@ Haar cascade (:mod:`bregflax.detect`), given in ``--boxes FILE``, or the whole i
 valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
 an ``error`` row and a line in the closing summary, and the rest are still processed.
 
-This module is the command line only: the engine is :mod:`bregflax.inference`, the model
+This module is the command line and the rows' output (CSV or JSON lines, the closing
+summary): the engine is :mod:`bregflax.inference`, the model
 :class:`bregflax.predictor.Predictor` (also importable from here, as before).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import json
 import sys
 import tempfile
 import traceback
@@ -23,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bregflax import inference
+from bregflax.annotate import Annotations
+from bregflax.boxes import read_boxes
 from bregflax.data import media
 from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
 from bregflax.predictor import Predictor
@@ -179,13 +184,13 @@ def _setup(args: argparse.Namespace):
     inputs = media.collect(args.paths)
     if args.out:
         check_out(args.out, inputs, args.boxes)
-    boxes = inference.read_boxes(args.boxes) if args.boxes else None
+    boxes = read_boxes(args.boxes) if args.boxes else None
     annotate = None
     if args.annotate:
         if Path(args.annotate).exists() and not Path(args.annotate).is_dir():
             raise ValueError(f"--annotate {args.annotate} is a file: it needs a folder")
         protect = [p for p in (args.out, args.boxes) if p]
-        annotate = inference.Annotations(args.annotate, protect=protect)
+        annotate = Annotations(args.annotate, protect=protect)
     predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
     if args.flip is not None and args.flip != predictor.flip:
         predictor = dataclasses.replace(predictor, flip=args.flip)
@@ -228,12 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {lines[0]}{more}", file=sys.stderr)
         return 2
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
-    tally = inference.Tally(files=sum(not entry.skip for entry in inputs))
+    tally = Tally(files=sum(not entry.skip for entry in inputs))
     try:
-        columns = inference.csv_columns(
+        columns = csv_columns(
             predictor.class_names, predictor.has_va, annotate=options.annotate is not None
         )
-        writer = inference.Writer(out, fmt, columns)
+        writer = Writer(out, fmt, columns)
         rows = inference.run(
             predictor, args.paths, options, args.every, not args.no_progress, collected=inputs
         )
@@ -273,6 +278,88 @@ def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
                 "folder will read the annotated copies as inputs"
             )
     return notes
+
+
+# --------------------------------------------------------------------------- rows out
+
+
+def csv_columns(class_names: Sequence[str], has_va: bool, annotate: bool = False) -> list[str]:
+    cols = ["path", "frame", "time_s", "face", "x", "y", "width", "height", "source"]
+    cols += ["label", "name", *[f"p_{n}" for n in class_names]] if class_names else []
+    cols += ["valence", "arousal"] if has_va else []
+    cols += ["annotation"] if annotate else []
+    return [*cols, "status", "error"]
+
+
+def csv_row(row: dict) -> dict:
+    flat = {k: v for k, v in row.items() if k not in ("box", "probs")}
+    if "box" in row:
+        flat.update(zip(("x", "y", "width", "height"), row["box"], strict=True))
+    for name, p in row.get("probs", {}).items():
+        flat[f"p_{name}"] = p
+    if flat.get("time_s") is not None:
+        flat["time_s"] = round(flat["time_s"], 3)
+    return flat
+
+
+class Writer:
+    """Rows to a CSV or JSON-lines file (or stdout), each flushed as it is written."""
+
+    def __init__(self, out, fmt: str, columns: list[str]):
+        self.out, self.fmt = out, fmt
+        if fmt == "csv":
+            self._csv = csv.DictWriter(out, columns, extrasaction="ignore")
+            self._csv.writeheader()
+            out.flush()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow(csv_row(row))
+        else:
+            self.out.write(json.dumps(row) + "\n")
+        self.out.flush()
+
+
+class Tally:
+    """Counts rows as they are written, for the closing summary and the exit status."""
+
+    def __init__(self, files: int):
+        self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
+        self.frames: set[tuple[str, int | None]] = set()
+        self.problems: list[dict] = []  # error, warning and skipped rows
+        self.notes: list[str] = []  # more lines for the summary
+
+    def add(self, row: dict) -> None:
+        if row["status"] not in ("skipped", "warning"):
+            self.frames.add((row["path"], row["frame"]))
+        self.ok += row["status"] == "ok"
+        if row["status"] == "no_face":
+            self.no_face += 1
+            self.unboxed += row.get("source") == "user"
+        if row["status"] in ("error", "warning", "skipped"):
+            self.problems.append(row)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a file or face box could not be used (skipped files and warnings do not
+        count)."""
+        return any(p["status"] == "error" for p in self.problems)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.files} file(s), {len(self.frames)} frame(s): {self.ok} face(s) "
+            f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
+        ]
+        lines += [f"  {p['status']}: {p['path']}: {p['error']}" for p in self.problems]
+        if self.unboxed:
+            lines.append(
+                f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "
+                "--boxes-fallback runs the detector there (the whole image with --no-detect)"
+            )
+        if self.no_face > self.unboxed:
+            lines.append("  (images that are already face crops: pass --no-detect)")
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
 
 
 if __name__ == "__main__":

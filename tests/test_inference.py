@@ -1,10 +1,7 @@
-"""The inference engine: frames, user boxes, crops, batching across frames, rows, tally."""
+"""The inference engine: frames, face boxes, crops, batching across frames, rows."""
 
-import csv
 import dataclasses
 import functools
-import io
-import json
 import os
 import threading
 import tracemalloc
@@ -15,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from bregflax import configs, detect, inference, models
+from bregflax import configs, detect, inference, models, predict
+from bregflax.boxes import Boxes
 from bregflax.data import faces, media
 from bregflax.predictor import Predictor
 
@@ -73,45 +71,10 @@ def test_frames_a_video_lacks_are_named(tmp_path, monkeypatch):
     assert row["status"] == "warning" and row["error"] == got[-1].warning
 
 
-def test_read_boxes(tmp_path, monkeypatch):
-    (tmp_path / "meta").mkdir()
-    monkeypatch.chdir(tmp_path / "meta")  # paths are the CSV's, not the current folder's
-    path = tmp_path / "boxes.csv"
-    path.write_text(
-        "path,x,y,width,height,frame\na.png,1,2,3,4,\nv.mp4,5,6,7.5,8,12\nv.mp4,0,0,9,9,12\n"
-    )
-    boxes = inference.read_boxes(path)
-    assert boxes == {
-        (str(tmp_path / "a.png"), None): [(1, 2, 3, 4)],
-        (str(tmp_path / "v.mp4"), 12): [(5, 6, 7.5, 8), (0, 0, 9, 9)],
-    }
-    assert boxes.lines == {
-        (str(tmp_path / "a.png"), None): [2],
-        (str(tmp_path / "v.mp4"), 12): [3, 4],
-    }
-    path.write_bytes("\ufeff Path , X,y,width,height\nsub/../a.png,1,2,3,4\n".encode())
-    assert inference.read_boxes(path) == {(str(tmp_path / "a.png"), None): [(1, 2, 3, 4)]}
-    for text, message in [
-        ("file,x\n", "no column path, y, width, height: --boxes needs columns"),
-        ("", "found an empty file"),
-        ("path,x,y,width,height\na.png,1,2,3,4\na.png,1,two,3,4\n", "boxes.csv:3: y 'two' is"),
-        ("path,x,y,width,height\na.png,1,2\n", "boxes.csv:2: no value for width, height"),
-        ("path,x,y,width,height,frame\na.png,1,2,3,4,-1\n", "frame '-1' is not a whole"),
-    ]:
-        path.write_text(text)
-        with pytest.raises(ValueError, match=message):
-            inference.read_boxes(path)
-    path.write_bytes(b"path,x,y,width,height\n\xff\xfe,1,2,3,4\n")
-    with pytest.raises(ValueError, match="not UTF-8"):
-        inference.read_boxes(path)
-    with pytest.raises(ValueError, match="is a folder"):
-        inference.read_boxes(tmp_path)
-
-
 def test_face_boxes_prefer_the_users_for_that_frame(tmp_path):
     image = np.zeros((30, 40, 3), np.uint8)
     key = str((tmp_path / "v.mp4").resolve())
-    boxes = inference.Boxes({(key, 2): [(1, 1, 5, 5)], (key, None): [(2, 2, 6, 6)]})
+    boxes = Boxes({(key, 2): [(1, 1, 5, 5)], (key, None): [(2, 2, 6, 6)]})
     boxes.lines = {(key, 2): [2], (key, None): [3]}
     at = lambda path, frame: inference.Frame(str(path), image, frame)  # noqa: E731
     options = inference.Options(detect=False, boxes=boxes)
@@ -130,14 +93,6 @@ def test_face_boxes_prefer_the_users_for_that_frame(tmp_path):
     detected = inference.Options(boxes=boxes, boxes_fallback=True)
     got = inference.face_boxes(at(tmp_path / "w.png", None), detected, lambda im: [(3, 3, 9, 9)])
     assert got == ([(3, 3, 9, 9)], "detector")
-
-
-def test_unmatched_boxes_say_why(tmp_path):
-    path = tmp_path / "b.csv"
-    path.write_text("path,x,y,width,height,frame\nv.avi,1,1,5,5,3\ngone.png,1,1,5,5,\n")
-    boxes = inference.read_boxes(path)
-    assert boxes.lookup(str(tmp_path / "v.avi"), 0) is None
-    assert boxes.unmatched() == ["b.csv:2 (v.avi, frame 3 was not read)", "b.csv:3 (gone.png)"]
 
 
 @pytest.mark.parametrize(
@@ -268,81 +223,6 @@ def test_crops_frame_the_box_with_its_margin():
     assert inference.crops(frame, [(0, 0, 0, 5)], "user", predictor, 0.0)[0] == [None]
 
 
-def test_tally_and_writers(tmp_path):
-    rows = [
-        {"path": "a.png", "frame": None, "time_s": None, "status": "no_face", "error": ""},
-        {"path": "v.mp4", "frame": 3, "time_s": 0.12345, "face": 0, "box": [1, 2, 3, 4]}
-        | {"source": "detector", "status": "ok", "error": "", "label": 1, "name": "B"}
-        | {"probs": {"A": 0.25, "B": 0.75}},
-        {"path": "n.txt", "frame": None, "time_s": None, "status": "skipped", "error": "no"},
-    ]
-    tally = inference.Tally(files=2)
-    for row in rows:
-        tally.add(row)
-    assert not tally.failed
-    assert tally.summary().splitlines() == [
-        "2 file(s), 2 frame(s): 1 face(s) classified, 1 frame(s) with no face, 1 problem(s)",
-        "  skipped: n.txt: no",
-        "  (images that are already face crops: pass --no-detect)",
-    ]
-    tally.add({"path": "v.mp4", "frame": None, "status": "warning", "error": "frames 9-11 missing"})
-    assert not tally.failed and tally.summary().splitlines()[0].startswith("2 file(s), 2 frame(s)")
-    assert "  warning: v.mp4: frames 9-11 missing" in tally.summary().splitlines()
-    tally.add({"path": "b.jpg", "frame": None, "status": "error", "error": "cannot decode"})
-    assert tally.failed
-    out = io.StringIO()
-    writer = inference.Writer(out, "csv", inference.csv_columns(("A", "B"), has_va=False))
-    writer.write(rows[1])
-    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
-    with open(tmp_path / "p.jsonl", "w") as f:  # each row reaches the file as it is written
-        inference.Writer(f, "jsonl", []).write(rows[0])
-        assert json.loads((tmp_path / "p.jsonl").read_text()) == rows[0]
-    assert row == {
-        "path": "v.mp4",
-        "frame": "3",
-        "time_s": "0.123",
-        "face": "0",
-        "x": "1",
-        "y": "2",
-        "width": "3",
-        "height": "4",
-        "source": "detector",
-        "label": "1",
-        "name": "B",
-        "p_A": "0.25",
-        "p_B": "0.75",
-        "status": "ok",
-        "error": "",
-    }
-
-
-def test_annotate_names_video_frames(tmp_path):
-    frame = inference.Frame("in/sub/clip.avi", np.zeros((80, 80, 3), np.uint8), 4, rel="sub/c.avi")
-    row = {"status": "ok", "box": [10, 20, 30, 30], "name": "Happy", "probs": {"Happy": 0.9}}
-    out = inference.Annotations(tmp_path).write(frame, [row])
-    assert out == tmp_path / "sub" / "c_f000004.jpg"
-    drawn = cv2.imread(str(out))
-    assert drawn[20:50, 10].mean() > 100 and drawn[70:, 60:].max() < 30  # box edge, not beyond
-
-
-def test_annotation_paths_never_meet_an_input_or_each_other(tmp_path):
-    photo = tmp_path / "p.png"
-    photo.write_bytes(b"the original")
-    annotations = inference.Annotations(tmp_path, protect=[photo, tmp_path / "out.csv"])
-
-    def at(rel, frame=None):
-        return annotations.path_for(inference.Frame(str(tmp_path / rel), None, frame, rel=rel))
-
-    assert at("p.png") == tmp_path / "p.annotated.png"  # the input itself
-    assert at("p.png") == tmp_path / "p.annotated-2.png"  # the same name again
-    assert at("x.pgm") == tmp_path / "x.pgm.png"  # OpenCV writes .pgm in gray only
-    assert at("noext") == tmp_path / "noext.png"
-    assert at("sub/v.mp4", 3) == tmp_path / "sub" / "v_f000003.jpg"
-    assert at("sub/v.mp4", 3) == tmp_path / "sub" / "v_f000003-2.jpg"
-    assert [Path(src).name for src, _ in annotations.renamed] == ["p.png", "p.png", "v.mp4"]
-    assert photo.read_bytes() == b"the original"
-
-
 def test_each_run_annotates_afresh_under_a_folder_name(tmp_path):
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), np.full((48, 48), 100, np.uint8))
@@ -457,8 +337,8 @@ def _peaks_of_run(predictor, path, options, at=1000):
     try:
         peaks = []
         with open(os.devnull, "w") as out:
-            columns = inference.csv_columns(predictor.class_names, predictor.has_va)
-            writer = inference.Writer(out, "csv", columns)
+            columns = predict.csv_columns(predictor.class_names, predictor.has_va)
+            writer = predict.Writer(out, "csv", columns)
             rows = inference.run(predictor, [path], options, progress=False)
             for i, row in enumerate(rows, 1):
                 writer.write(row)

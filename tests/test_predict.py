@@ -11,7 +11,7 @@ import pytest
 
 from bregflax import predict
 from bregflax.data import FER2013_CLASSES, synthetic
-from bregflax.inference import csv_columns
+from bregflax.predict import csv_columns
 from bregflax.predictor import Predictor
 
 
@@ -139,3 +139,51 @@ def test_help_states_the_rules():
         "may be found up to K-1 frames late",
     ):
         assert rule in text
+
+
+def test_tally_and_writers(tmp_path):
+    rows = [
+        {"path": "a.png", "frame": None, "time_s": None, "status": "no_face", "error": ""},
+        {"path": "v.mp4", "frame": 3, "time_s": 0.12345, "face": 0, "box": [1, 2, 3, 4]}
+        | {"source": "detector", "status": "ok", "error": "", "label": 1, "name": "B"}
+        | {"probs": {"A": 0.25, "B": 0.75}},
+        {"path": "n.txt", "frame": None, "time_s": None, "status": "skipped", "error": "no"},
+    ]
+    tally = predict.Tally(files=2)
+    for row in rows:
+        tally.add(row)
+    assert not tally.failed
+    assert tally.summary().splitlines() == [
+        "2 file(s), 2 frame(s): 1 face(s) classified, 1 frame(s) with no face, 1 problem(s)",
+        "  skipped: n.txt: no",
+        "  (images that are already face crops: pass --no-detect)",
+    ]
+    tally.add({"path": "v.mp4", "frame": None, "status": "warning", "error": "frames 9-11 missing"})
+    assert not tally.failed and tally.summary().splitlines()[0].startswith("2 file(s), 2 frame(s)")
+    assert "  warning: v.mp4: frames 9-11 missing" in tally.summary().splitlines()
+    tally.add({"path": "b.jpg", "frame": None, "status": "error", "error": "cannot decode"})
+    assert tally.failed
+    out = io.StringIO()
+    writer = predict.Writer(out, "csv", csv_columns(("A", "B"), has_va=False))
+    writer.write(rows[1])
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    with open(tmp_path / "p.jsonl", "w") as f:  # each row reaches the file as it is written
+        predict.Writer(f, "jsonl", []).write(rows[0])
+        assert json.loads((tmp_path / "p.jsonl").read_text()) == rows[0]
+    assert row == {
+        "path": "v.mp4",
+        "frame": "3",
+        "time_s": "0.123",
+        "face": "0",
+        "x": "1",
+        "y": "2",
+        "width": "3",
+        "height": "4",
+        "source": "detector",
+        "label": "1",
+        "name": "B",
+        "p_A": "0.25",
+        "p_B": "0.75",
+        "status": "ok",
+        "error": "",
+    }
