@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from predict_pipeline import background, paste  # noqa: E402  (this folder)
 from tqdm.auto import tqdm  # noqa: E402
 
 import bregflax  # noqa: E402
@@ -58,8 +59,6 @@ def place(face: np.ndarray, side: int, setting: str, scene: np.ndarray | None, r
         canvas = np.full((height, width), int(round(face.mean())), np.uint8)
         canvas[y : y + side, x : x + side] = big
         return np.repeat(canvas[..., None], 3, -1), (x, y, side, side)
-    from predict_pipeline import paste
-
     canvas = scene.copy()
     paste(canvas, face, x, y, side)
     return canvas, (x, y, side, side)
@@ -77,8 +76,6 @@ def setting_figures(images, labels, crop_pred, predictor, side, setting, seed) -
     rng = np.random.default_rng(seed)
     scenes = []
     if setting == "scene":
-        from predict_pipeline import background
-
         scenes = [background(*CANVAS, np.random.default_rng(seed + k)) for k in range(SCENES)]
     found = np.zeros(len(images), bool)
     pred = np.full(len(images), -1)

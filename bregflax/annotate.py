@@ -87,13 +87,9 @@ class Annotations:
             path.parent.mkdir(parents=True, exist_ok=True)
             written = cv2.imwrite(str(path), draw(frame, rows))
         except cv2.error as e:
-            raise OSError(f"cannot write {path}: {_reason(e)}") from None
+            from bregflax.inference import one_line  # here: inference imports this module
+
+            raise OSError(f"cannot write {path}: {one_line(e)}") from None
         if not written:
             raise OSError(f"cannot write {path}")
         return path
-
-
-def _reason(e: cv2.error) -> str:
-    """OpenCV's error in one line: its last (the assertion or message)."""
-    lines = str(e).strip().splitlines()
-    return lines[-1] if lines else "OpenCV error"

@@ -226,7 +226,7 @@ def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
     return rows
 
 
-def _message(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """One line for an exception: its type and the last line of its text."""
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
@@ -274,7 +274,7 @@ def run(
         except Exception as e:  # one file's failure is its row, the others still run
             if options.verbose:
                 traceback.print_exc()
-            yield {**base, "status": "error", "error": _message(e)}
+            yield {**base, "status": "error", "error": one_line(e)}
         bar.update()
     bar.close()
 
