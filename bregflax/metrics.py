@@ -418,15 +418,25 @@ def _centered(x: np.ndarray) -> np.ndarray:
     return x - x.mean() if np.ptp(x) > 0 else np.zeros_like(x)
 
 
+def _unit_max(x: np.ndarray) -> np.ndarray:
+    """x divided by its largest magnitude (x itself when all zero)."""
+    top = np.max(np.abs(x)) if x.size else 0.0
+    return x / top if top > 0 else x
+
+
 def rmse(y_true, y_pred) -> float:
     y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
     return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
 
 
 def pearson_cc(y_true, y_pred) -> float:
-    """Pearson correlation; 0 when either side is constant (zero variance)."""
-    a = _centered(np.asarray(y_true, np.float64))
-    b = _centered(np.asarray(y_pred, np.float64))
+    """Pearson correlation; 0 when either side is constant (zero variance).
+
+    Each side is scaled to a largest magnitude of 1 first (the correlation does not change),
+    so that its sum of squares cannot underflow (a spread of 1e-208) or overflow.
+    """
+    a = _unit_max(_centered(np.asarray(y_true, np.float64)))
+    b = _unit_max(_centered(np.asarray(y_pred, np.float64)))
     return float(np.clip(_safe_div(np.dot(a, b), np.sqrt(np.dot(a, a) * np.dot(b, b))), -1, 1))
 
 
