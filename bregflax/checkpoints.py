@@ -249,27 +249,69 @@ _ECHOES = ("Event loop is closed", "error while reading array")
 UNAWAITED_READ = r"coroutine '.*_index_and_device_put' was never awaited"
 
 
-def _quiet_failed_reads() -> None:
-    """Silences the echoes of a restore that fails: each array read that failed, or was
-    still pending when orbax closed its event loop, is reported again as an unraisable
-    error or an asyncio task error, hundreds of lines for one damaged file, and a read
-    abandoned unstarted as a coroutine "never awaited" (under load). The restore's own
-    exception says it once. Other unraisable errors, asyncio messages and warnings still
-    show. The warnings filter is set on each call: pytest resets filters after each test."""
-    warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
-    if getattr(sys.unraisablehook, "_bregflax", False):
-        return
-    previous = sys.unraisablehook
+class _Echoes:
+    """The echoes of a restore that fails: each array read that failed, or was still
+    pending when orbax closed its event loop, is reported again as an unraisable error or
+    an asyncio task error ("Task exception was never retrieved", with the read's
+    traceback), hundreds of lines for one damaged file, and a read abandoned unstarted as a
+    coroutine "never awaited" (under load). The restore's own exception says it once.
 
-    def hook(unraisable):
-        if not any(echo in str(unraisable.exc_value) for echo in _ECHOES):
-            previous(unraisable)
+    An echo names a checkpoint directory whose restore failed, or says one of ``_ECHOES``.
+    While a restore runs, messages naming its directory are held: dropped if it fails,
+    shown if it succeeds. Every other unraisable error, asyncio message and warning shows.
+    """
 
-    hook._bregflax = True
-    sys.unraisablehook = hook
-    py_logging.getLogger("asyncio").addFilter(
-        lambda record: not any(echo in record.getMessage() for echo in _ECHOES)
-    )
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
+        self.trying: str | None = None
+        self.held: list = []
+        self.previous_hook = None
+
+    def shows(self, text: str, replay) -> bool:
+        """Whether a message shows now; ``replay()`` shows it later if it is held."""
+        if any(echo in text for echo in _ECHOES) or any(d in text for d in self.failed):
+            return False
+        if self.trying is not None and self.trying in text:
+            self.held.append(replay)
+            return False
+        return True
+
+    def _hook(self, unraisable) -> None:
+        text = f"{unraisable.err_msg} {unraisable.exc_value}"
+        if self.shows(text, lambda: self.previous_hook(unraisable)):
+            self.previous_hook(unraisable)
+
+    def _filter(self, record: py_logging.LogRecord) -> bool:
+        logger = py_logging.getLogger(record.name)
+        return self.shows(record.getMessage(), lambda: logger.handle(record))
+
+    def install(self) -> None:
+        """Once per process; the warnings filter on each call, as pytest resets filters
+        after each test."""
+        warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
+        if self.previous_hook is not None:
+            return
+        self.previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._hook
+        py_logging.getLogger("asyncio").addFilter(self._filter)
+
+    @contextlib.contextmanager
+    def restoring(self, directory: str | os.PathLike) -> Iterator[None]:
+        """Holds what names ``directory`` while the block restores it (see the class)."""
+        self.install()
+        self.trying, self.held = os.path.join(os.path.abspath(directory), ""), []
+        try:
+            yield
+        except BaseException:
+            self.failed.add(self.trying)
+            raise
+        finally:
+            held, self.trying, self.held = self.held, None, []
+        for replay in held:
+            replay()
+
+
+_echoes = _Echoes()
 
 
 def ranked(manager: ocp.CheckpointManager, which: str, metric: str, mode: str) -> list[int]:
@@ -316,11 +358,11 @@ def restore_first(
     at once. CheckpointError when none restores; nothing is moved or deleted.
     """
     skipped: dict[int, str] = {}
-    _quiet_failed_reads()
     for step in steps:
         check_fingerprint(manager, step, config, advice)
         try:
-            return restore(manager, step, template), step, skipped
+            with _echoes.restoring(os.path.join(str(manager.directory), str(step))):
+                return restore(manager, step, template), step, skipped
         except Exception as e:  # noqa: BLE001 - any damage: orbax, tensorstore, json, OS
             skipped[step] = _reason(e)
             if warn and len(steps) > 1:

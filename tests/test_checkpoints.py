@@ -3,6 +3,7 @@
 import functools
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -186,10 +187,47 @@ def test_an_abandoned_read_is_not_echoed_but_other_unawaited_coroutines_are():
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")  # every warning shows, but for the quieted one
-        checkpoints._quiet_failed_reads()
+        checkpoints._echoes.install()
         for make in (_index_and_device_put, something_else):
             coroutine = make()
             del coroutine
             gc.collect()
     messages = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "something_else' was never awaited" in messages[0], messages
+
+
+def test_what_names_a_failed_restore_is_dropped_what_names_a_good_one_shows_after(tmp_path):
+    """Echoes without the usual words ("Task exception was never retrieved" for a read of
+    the damaged file, seen in CI) are known by the directory they name."""
+    echoes, shown = checkpoints._Echoes(), []
+
+    def message(step, what="Truncated Zstd-compressed stream"):
+        text = f"future: <Task finished exception=ValueError('{tmp_path}/{step}/default/: {what}')>"
+        if echoes.shows(text, lambda: shown.append(text)):
+            shown.append(text)
+
+    with pytest.raises(OSError):
+        with echoes.restoring(tmp_path / "12"):
+            message(12)  # during the failing restore: held, then dropped
+            raise OSError("damaged")
+    message(12)  # after it: dropped
+    message(120)  # another step whose name starts alike: shown at once
+    assert [m.split("/")[-3] for m in shown] == ["120"]
+    with echoes.restoring(tmp_path / "9"):
+        message(9, "a real message during a good restore")
+        assert len(shown) == 1  # held while the restore runs
+    assert len(shown) == 2 and "a real message" in shown[1]  # and shown once it succeeded
+    message(6, "Encountered error while reading array index")  # the usual words: dropped
+    assert len(shown) == 2
+
+
+def test_an_asyncio_echo_of_a_failed_restore_is_not_logged(tmp_path, caplog):
+    checkpoints._echoes.install()
+    with pytest.raises(OSError):
+        with checkpoints._echoes.restoring(tmp_path / "12"):
+            raise OSError("damaged")
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "12" / "x")
+    asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "3" / "x")
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert len(logged) == 1 and str(tmp_path / "3") in logged[0], logged
