@@ -299,14 +299,16 @@ class _Echoes:
     def restoring(self, directory: str | os.PathLike) -> Iterator[None]:
         """Holds what names ``directory`` while the block restores it (see the class)."""
         self.install()
-        self.trying, self.held = os.path.join(os.path.abspath(directory), ""), []
+        trying = os.path.join(os.path.abspath(directory), "")
+        self.trying, self.held = trying, []
         try:
             yield
         except BaseException:
-            self.failed.add(self.trying)
+            self.failed.add(trying)
             raise
         finally:
             held, self.trying, self.held = self.held, None, []
+        self.failed.discard(trying)  # restored: a checkpoint saved there again is sound
         for replay in held:
             replay()
 

@@ -219,6 +219,10 @@ def test_what_names_a_failed_restore_is_dropped_what_names_a_good_one_shows_afte
     assert len(shown) == 2 and "a real message" in shown[1]  # and shown once it succeeded
     message(6, "Encountered error while reading array index")  # the usual words: dropped
     assert len(shown) == 2
+    with echoes.restoring(tmp_path / "12"):  # step 12 saved again, and sound
+        pass
+    message(12, "a real message about the new step 12")
+    assert len(shown) == 3 and "new step 12" in shown[2]
 
 
 def test_an_asyncio_echo_of_a_failed_restore_is_not_logged(tmp_path, caplog):
