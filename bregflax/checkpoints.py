@@ -286,14 +286,14 @@ class _Echoes:
         return self.shows(record.getMessage(), lambda: logger.handle(record))
 
     def install(self) -> None:
-        """Once per process; the warnings filter on each call, as pytest resets filters
-        after each test."""
+        """On each call: the warnings filter (pytest resets filters after each test) and the
+        unraisable hook if another has replaced it. The asyncio filter once."""
         warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
-        if self.previous_hook is not None:
-            return
-        self.previous_hook = sys.unraisablehook
-        sys.unraisablehook = self._hook
-        py_logging.getLogger("asyncio").addFilter(self._filter)
+        if sys.unraisablehook != self._hook:
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._hook
+        asyncio_logger = py_logging.getLogger("asyncio")
+        if self._filter not in asyncio_logger.filters:
+            asyncio_logger.addFilter(self._filter)
 
     @contextlib.contextmanager
     def restoring(self, directory: str | os.PathLike) -> Iterator[None]:

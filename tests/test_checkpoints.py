@@ -235,3 +235,24 @@ def test_an_asyncio_echo_of_a_failed_restore_is_not_logged(tmp_path, caplog):
     asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "3" / "x")
     logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert len(logged) == 1 and str(tmp_path / "3") in logged[0], logged
+
+
+def test_the_unraisable_hook_comes_back_when_replaced_and_passes_on_the_rest(monkeypatch):
+    class RaisesWhenCollected:
+        def __init__(self, text):
+            self.text = text
+
+        def __del__(self):
+            raise ValueError(self.text)
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+    echoes = checkpoints._Echoes()
+    echoes.install()
+    try:
+        for text in ("Encountered error while reading array index: (0,)", "something else"):
+            RaisesWhenCollected(text)
+            gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeFilter(echoes._filter)
+    assert seen == ["something else"]
