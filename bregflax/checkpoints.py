@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -266,15 +267,17 @@ class _Echoes:
         self.trying: str | None = None
         self.held: list = []
         self.previous_hook = None
+        self.lock = threading.Lock()  # orbax's reads report from their own threads
 
     def shows(self, text: str, replay) -> bool:
         """Whether a message shows now; ``replay()`` shows it later if it is held."""
-        if any(echo in text for echo in _ECHOES) or any(d in text for d in self.failed):
-            return False
-        if self.trying is not None and self.trying in text:
-            self.held.append(replay)
-            return False
-        return True
+        with self.lock:
+            if any(echo in text for echo in _ECHOES) or any(d in text for d in self.failed):
+                return False
+            if self.trying is not None and self.trying in text:
+                self.held.append(replay)
+                return False
+            return True
 
     def _hook(self, unraisable) -> None:
         text = f"{unraisable.err_msg} {unraisable.exc_value}"
@@ -300,15 +303,18 @@ class _Echoes:
         """Holds what names ``directory`` while the block restores it (see the class)."""
         self.install()
         trying = os.path.join(os.path.abspath(directory), "")
-        self.trying, self.held = trying, []
+        with self.lock:
+            self.trying, self.held = trying, []
         try:
             yield
         except BaseException:
-            self.failed.add(trying)
+            with self.lock:
+                self.failed.add(trying)
+                self.trying, self.held = None, []
             raise
-        finally:
+        with self.lock:
             held, self.trying, self.held = self.held, None, []
-        self.failed.discard(trying)  # restored: a checkpoint saved there again is sound
+            self.failed.discard(trying)  # restored: a checkpoint saved there again is sound
         for replay in held:
             replay()
 
