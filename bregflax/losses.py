@@ -12,13 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+WEIGHT_SCALES = ("paper", "mean1")
 
-def class_weights(counts) -> np.ndarray:
+
+def class_weights(counts, scale: str = "paper") -> np.ndarray:
     """H_ii = f_min / f_i from training-label counts; the rarest class gets 1.
 
     A class with no training examples never occurs as a training label; it gets
     weight 1 (that of the rarest class) so that evaluation losses stay finite.
+    ``scale="mean1"`` multiplies every weight by one factor so that their mean over the
+    training examples, sum_i f_i H_ii / sum_i f_i, is 1: the same class ratios with the
+    loss (and its gradient steps) at the regular loss's size. The paper's weights average
+    K f_min / N (0.106 on FER2013's Training split).
     """
+    if scale not in WEIGHT_SCALES:
+        raise ValueError(f"scale must be one of {WEIGHT_SCALES}, got {scale!r}")
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0 or np.any(counts < 0):
         raise ValueError(f"counts must be a non-empty 1-D array of counts >= 0, got {counts}")
@@ -26,7 +34,10 @@ def class_weights(counts) -> np.ndarray:
     if not present.any():
         raise ValueError("class counts are all zero: no training labels to weight by")
     f_min = counts[present].min()
-    return np.where(present, f_min / np.where(present, counts, 1.0), 1.0).astype(np.float32)
+    weights = np.where(present, f_min / np.where(present, counts, 1.0), 1.0)
+    if scale == "mean1":
+        weights = weights * (counts.sum() / np.sum(counts * weights))
+    return weights.astype(np.float32)
 
 
 def _mean_over(values: jax.Array, weights: jax.Array) -> jax.Array:

@@ -308,3 +308,58 @@ def metric_vs_png(series: Mapping[str, Sequence], path, xlabel: str, title: str)
     if series:
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def interval_panels_png(
+    panels: Mapping[str, Mapping[str, Sequence]], path, xlabel: str, title: str
+) -> Path:
+    """One panel per ``panels`` item (y label -> {line -> [(x, mean, low, high), ...]}):
+    means joined by lines, 95% intervals as error bars (none where low is None)."""
+    fig = _figure(5.0 * max(len(panels), 1), 3.8)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (ylabel, series) in zip(axes, panels.items(), strict=False):
+        for i, (label, points) in enumerate(series.items()):
+            if not points:
+                continue
+            xs, means, lows, highs = zip(*sorted(points), strict=True)
+            lo = [m - (low if low is not None else m) for m, low in zip(means, lows, strict=True)]
+            hi = [(h if h is not None else m) - m for m, h in zip(means, highs, strict=True)]
+            ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i % 10}",
+                        label=label)  # fmt: skip
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def profile_grid_png(
+    panels: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
+    path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """A grid of log-scale profiles: panels keyed (row, column) -> {line -> values}, each line
+    its values against their index (e.g. gradient norm by block)."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    cols = list(dict.fromkeys(c for _, c in panels))
+    fig = _figure(4.0 * max(len(cols), 1), 3.0 * max(len(rows), 1))
+    axes = fig.subplots(max(len(rows), 1), max(len(cols), 1), squeeze=False)
+    for (row, col), series in panels.items():
+        ax = axes[rows.index(row)][cols.index(col)]
+        for i, (label, values) in enumerate(series.items()):
+            ax.plot(np.arange(len(values)), values, color=f"C{i % 10}", label=label)
+        ax.set_yscale("log")
+        ax.set_title(f"{col}, {row}", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

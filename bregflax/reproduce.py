@@ -25,11 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from bregflax import configs, evaluate, models, plots, tables, train, xla_cpu
 from bregflax import data as data_lib
+from bregflax import state as state_lib
 from bregflax.configs import experiment
 
 REPEATS = {"paper": 200, "cpu": 200, "test": 10}  # skew-normalization repeats by scale
@@ -95,7 +97,11 @@ def run_experiment(
         raise RunConflictError(f"{workdir} holds a run of a different config; move it away")
     log(f"  train: {workdir.name}")
     start = time.perf_counter()
-    state = train.train_and_evaluate(config, str(workdir))
+    try:
+        state = train.train_and_evaluate(config, str(workdir))
+    except train.NonFiniteLossError as e:  # a finding (the unbounded map), not a crash
+        log(f"  diverged: {workdir.name}: {e}")
+        return _save_result(workdir, diverged_result(config, workdir, e, start))
     wall = time.perf_counter() - start
     split = config.data.eval_split
     scores = evaluate.evaluate_workdir(workdir, split, "best", repeats)
@@ -116,8 +122,37 @@ def run_experiment(
         "per_class": scores.get("per_class"),
         "hardware": hardware(),
     }
-    done.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return _save_result(workdir, result)
+
+
+def _save_result(workdir: Path, result: dict) -> dict:
+    (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return {**result, "workdir": str(workdir)}
+
+
+def diverged_result(
+    config: ml_collections.ConfigDict, workdir: Path, error: train.NonFiniteLossError, start: float
+) -> dict:
+    """The ``result.json`` of a run whose loss or parameters became non-finite: where, and
+    no scores."""
+    model = state_lib.build_model(config)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros(state_lib.input_shape(config)), train=False)
+    )
+    return {
+        "config": _comparable(config.to_dict()),
+        "experiment": config.experiment.to_dict(),
+        "model": config.model.name,
+        "params": models.num_params(shapes["params"]),
+        "layers": experiment.layers(config),
+        "split": config.data.eval_split,
+        "diverged": {"step": error.step, "message": str(error)},
+        "seconds_per_epoch": None,
+        "wall_seconds_this_call": time.perf_counter() - start,
+        "scores": {},
+        "per_class": None,
+        "hardware": hardware(),
+    }
 
 
 # --------------------------------------------------------------------------- a table
@@ -140,14 +175,16 @@ def reproduce(
     claims: Sequence[str] = (),
     log: Callable = print,
     train_missing: bool = True,
+    run_names: Sequence[str] = (),
 ) -> Path:
     """Runs every experiment of ``table`` at ``scale`` and writes ``workdir/<table>.md``.
 
     ``seeds`` defaults to (0,), or to each claim's own seeds for ``claims``; ``repeats``
     (skew-normalization) to ``REPEATS[scale]``; ``overrides`` ({dotted key: value}) apply
     to every run; ``only`` keeps the runs that have every comma-separated token; ``claims``
-    names the claims of the ``claims`` table to run (all if empty). Without
-    ``train_missing`` nothing trains: the table holds the finished runs and names the others.
+    names the claims of the ``claims`` table to run (all if empty); ``run_names`` keeps the
+    runs of those names (``run_names_of``). Without ``train_missing`` nothing trains: the
+    table holds the finished runs and names the others.
     """
     workdir = Path(workdir)
     repeats = REPEATS[scale] if repeats is None else repeats
@@ -162,6 +199,8 @@ def reproduce(
         if dataset in skipped:
             continue
         run_dir = workdir / scale / experiment.run_name(config)
+        if run_names and run_dir.name not in run_names:
+            continue
         if not train_missing and not (run_dir / "result.json").exists():
             missing.append(run_dir.name)
             log(f"  not finished: {run_dir.name}")
@@ -177,6 +216,14 @@ def reproduce(
     out.write_text(tables.header(table, scale, results, skipped, missing) + body)
     log(f"wrote {out}")
     return out
+
+
+def run_names_of(table: str, scale: str, seeds=None, claims=()) -> list[str]:
+    """The run directory names of a table, in the order it trains them."""
+    return [
+        experiment.run_name(configs.get(n, a))
+        for n, a in experiment.runs(table, scale, seeds, claims)
+    ]
 
 
 # --------------------------------------------------------------------------- command line
@@ -203,6 +250,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--report_only",
         action="store_true",
         help="train nothing: write the table from the finished runs and name the others",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="train only the run of this directory name (repeatable; see --list_runs)",
+    )
+    parser.add_argument(
+        "--list_runs", action="store_true", help="print the table's run names in order and exit"
     )
     parser.add_argument("--repeats", type=int, default=None, help="skew-normalization repeats")
     parser.add_argument("--data_dir", default="", help="prepared datasets ($BREGFLAX_DATA_DIR)")
@@ -255,7 +312,13 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or None
     claims = [c.strip() for c in args.claims.split(",") if c.strip()]
     try:
-        experiment.runs(args.table, args.scale, seeds, claims)  # unknown claims fail here
+        names = run_names_of(args.table, args.scale, seeds, claims)  # unknown claims fail here
+        if args.list_runs:
+            print("\n".join(names))
+            return
+        unknown = sorted(set(args.run) - set(names))
+        if unknown:
+            raise configs.ConfigError(f"--run: no run named {', '.join(unknown)} in this table")
         reproduce(
             args.table,
             args.scale,
@@ -266,6 +329,7 @@ def main(argv=None) -> None:
             args.only,
             claims,
             train_missing=not args.report_only,
+            run_names=args.run,
         )
     except (configs.ConfigError, RunConflictError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -174,6 +174,17 @@ def h3(x: Array) -> Array:
     return atan(x)
 
 
+@SHORTCUTS.register("cubic")
+@_in_float32_or_wider
+def cubic(x: Array) -> Array:
+    """x + x^3 / 3: a control whose derivative 1 + x^2 is unbounded (not in GRADIENT_BOUNDS).
+
+    Not one of the paper's maps: the depth study (``reproduce --table=depth``) trains it to
+    test the bounded derivative as the cause. It overflows past |x| ~ 1e13 in float32.
+    """
+    return x + x * x * x / 3.0
+
+
 def get(name: str) -> ShortcutFn:
-    """The shortcut map registered under ``name`` ("identity", "h1", "h2", "h3")."""
+    """The shortcut map registered under ``name`` ("identity", "h1", "h2", "h3", "cubic")."""
     return SHORTCUTS.get(name)

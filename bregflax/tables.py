@@ -41,6 +41,7 @@ TITLES = {
     "fig6": "Fig. 6: the dimensional model's MSE loss, training and validation",
     "timing": "Timing: parameters and seconds per epoch",
     "claims": "The paper's claims, paired seeds",
+    "depth": "The depth story: a depth sweep, gradients, an unbounded map, convergence speed",
 }
 
 
@@ -145,11 +146,20 @@ def _number(v, digits: int) -> str:
 
 def run_metrics(results: Sequence[dict]) -> str:
     """The same metrics for every run, one row each (seed by seed)."""
-    runs = sorted((r for r in results if "categorical" in r["scores"]), key=lambda r: r["workdir"])
+    runs = sorted(
+        (r for r in results if "categorical" in r["scores"] or r.get("diverged")),
+        key=lambda r: r["workdir"],
+    )
     if not runs:
         return ""
     body = [
-        [Path(r["workdir"]).name] + [_number(value(r, k), d) for k, _, d in ARM_KEYS] for r in runs
+        [Path(r["workdir"]).name]
+        + (
+            [f"diverged at step {r['diverged']['step']}"] + [DASH] * (len(ARM_KEYS) - 1)
+            if r.get("diverged")
+            else [_number(value(r, k), d) for k, _, d in ARM_KEYS]
+        )
+        for r in runs
     ]
     header = ["Run"] + [name for _, name, _ in ARM_KEYS]
     return "## Every run\n\n" + report.markdown_table(header, body) + "\n"
@@ -516,6 +526,10 @@ def render(table: str, results: Sequence[dict], out, scale: str, claims=()) -> s
     """The markdown body of ``table`` (a key of ``experiment.TABLES``) written into ``out``."""
     if table == "claims":
         return render_claims(results, out, scale, claims)
+    if table == "depth":
+        from bregflax import depth_study
+
+        return depth_study.render(results, out, scale) + run_metrics(results)
     return RENDER[table](results, out, scale)
 
 

@@ -33,7 +33,11 @@ from bregflax.state import TrainState, build_model, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the message names the step."""
+    """The training loss became NaN or inf; the message names the step (also ``.step``)."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 # --------------------------------------------------------------------------- steps
@@ -81,13 +85,23 @@ def _batch_counts(
     return counts
 
 
+def module_grad_norms(grads: dict) -> dict[str, jax.Array]:
+    """The L2 norm of each top-level module's gradients (stem convs, each block, the head),
+    as ``grad_norm/<module>``."""
+    return {f"grad_norm/{name}": optax.tree.norm(g) for name, g in grads.items()}
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     class_weights: jax.Array | None,
     va_weight: float,
+    grad_norms: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step; its metrics stay on the device (``params_finite`` for the guard)."""
+    """One optimizer step; its metrics stay on the device (``params_finite`` for the guard).
+
+    ``grad_norms`` adds each module's gradient norm (``module_grad_norms``).
+    """
 
     def loss_fn(params):
         outputs, updates = state.apply_fn(
@@ -105,6 +119,8 @@ def train_step(
         jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_state.params)
     )
     metrics = {**parts, **_batch_counts(outputs, batch), "grad_norm": optax.tree.norm(grads)}
+    if grad_norms:
+        metrics.update(module_grad_norms(grads))
     return new_state, {**metrics, "params_finite": finite}
 
 
@@ -127,10 +143,12 @@ def eval_step(
 # --------------------------------------------------------------------------- jit
 
 
-def jit_train_step(parallel: Parallel, state: TrainState, va_weight: float):
+def jit_train_step(
+    parallel: Parallel, state: TrainState, va_weight: float, grad_norms: bool = False
+):
     state_sharding = jax.tree.map(lambda _: parallel.replicated, state)
     return jax.jit(
-        functools.partial(train_step, va_weight=va_weight),
+        functools.partial(train_step, va_weight=va_weight, grad_norms=grad_norms),
         in_shardings=(state_sharding, parallel.batch, parallel.replicated),
         out_shardings=(state_sharding, parallel.replicated),
         donate_argnums=0,
@@ -157,8 +175,8 @@ def _fetch(metrics: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
 def summarize_train(history: dict[str, np.ndarray]) -> dict[str, float]:
     out = {
         f"train/{k}": float(np.mean(history[k]))
-        for k in ("loss", "ce", "va_mse", "grad_norm")
-        if k in history
+        for k in history
+        if k in ("loss", "ce", "va_mse", "grad_norm") or k.startswith("grad_norm/")
     }
     if "correct" in history:
         out["train/accuracy"] = float(history["correct"].sum() / max(history["labelled"].sum(), 1))
@@ -198,7 +216,8 @@ def _check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
         what = f"loss {history['loss'][i]}" if not np.isfinite(history["loss"][i]) else "parameters"
         raise NonFiniteLossError(
             f"non-finite training {what} at step {first_step + i}; the last good checkpoint "
-            "is kept. Lower optim.learning_rate or check the data."
+            "is kept. Lower optim.learning_rate or check the data.",
+            first_step + i,
         )
 
 
@@ -233,9 +252,12 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
     state = jax.device_put(state, parallel.replicated)
     weights = None
     if config.loss.weighted and config.model.head != "va":
-        weights = jnp.asarray(losses.class_weights(train_split.class_counts))
+        scale = config.loss.get("weight_scale", "paper")
+        weights = jnp.asarray(losses.class_weights(train_split.class_counts, scale))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-    train_fn = jit_train_step(parallel, state, config.loss.va_weight)
+    train_fn = jit_train_step(
+        parallel, state, config.loss.va_weight, config.get("log_grad_norms", False)
+    )
     eval_fn = jit_eval_step(parallel, state, config.loss.va_weight)
 
     resumed = checkpoints.resume(workdir, config, state)

@@ -180,7 +180,7 @@ def test_registry_and_docstrings(name):
     assert fn is shortcuts.SHORTCUTS.get(name)
     doc = fn.__doc__
     assert "'(x)" in doc or "H'" in doc, f"{name} docstring must state its derivative"
-    with pytest.raises(KeyError, match="known: h1, h2, h3, identity"):
+    with pytest.raises(KeyError, match="known: cubic, h1, h2, h3, identity"):
         shortcuts.get("h4")
 
 

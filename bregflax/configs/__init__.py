@@ -143,6 +143,7 @@ _RULES = (
     ("data.channels", lambda v: v in (1, 3), "1 or 3"),
     ("optim.learning_rate", lambda v: 0 < v < float("inf"), "a positive number"),
     ("optim.schedule", lambda v: v in ("constant", "step", "cosine"), "constant, step or cosine"),
+    ("loss.weight_scale", lambda v: v in ("paper", "mean1"), "paper or mean1"),
 )
 # The validation metrics each head logs, for best_metric.
 _METRICS = {

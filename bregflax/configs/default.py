@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     config.loss.weighted = False  # class weights f_min / f_i from the training counts
+    # "paper": f_min / f_i as they are; "mean1": rescaled to average 1 over the training
+    # examples (same ratios, the regular loss's size)
+    config.loss.weight_scale = "paper"
     config.loss.va_weight = 1.0  # weight of the valence/arousal MSE when head == "both"
 
     config.optim = ml_collections.ConfigDict()
@@ -81,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_steps = -1  # > 0 stops early (smoke runs); the schedule still spans num_epochs
 
     config.log_every_steps = 50
+    config.log_grad_norms = False  # also log each block's gradient norm (train/grad_norm/...)
     config.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
     config.keep_checkpoints = 3  # the latest K, plus the best by config.best_metric
     config.best_metric = "val/accuracy"

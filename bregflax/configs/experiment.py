@@ -4,10 +4,12 @@ A table config calls ``build(arg, defaults)``; ``arg`` is the part after ``:`` i
 ``--config=configs/table1.py:h3,weighted,fer2013``: comma-separated tokens, each naming a
 value of one field (its order does not matter), or ``seed=N`` / ``depth=N``.
 
-Fields: ``arch`` (bregnet | resnet), ``shortcut`` (identity | h1 | h2 | h3), ``loss``
-(regular | weighted), ``dataset`` (fer2013 | affectnet | affectnet_va | aff_wild |
+Fields: ``arch`` (bregnet | resnet), ``shortcut`` (identity | h1 | h2 | h3 | cubic, the
+depth study's unbounded control), ``loss`` (regular | weighted | balanced, the weighted loss
+rescaled to average 1), ``dataset`` (fer2013 | affectnet | affectnet_va | aff_wild |
 synthetic_va, the dimensional model on the synthetic faces), ``scale`` (paper | cpu |
-test), ``seed`` and ``depth``.
+test), ``seed``, ``depth`` and ``width`` (the first stage's width, doubling per stage;
+it also logs each block's gradient norm).
 
 Scales: ``paper`` is the paper's pair (BReGNet39 / ResNet110) and optimizer (momentum SGD,
 lr 0.01, weight decay 1e-4). ``cpu`` is the budget-matched pair BReGNetSmall / ResNetSmall
@@ -34,8 +36,8 @@ from bregflax.configs import aff_wild, affectnet, affectnet_va, fer2013
 
 FIELDS = {
     "arch": ("bregnet", "resnet"),
-    "shortcut": ("identity", "h1", "h2", "h3"),
-    "loss": ("regular", "weighted"),
+    "shortcut": ("identity", "h1", "h2", "h3", "cubic"),
+    "loss": ("regular", "weighted", "balanced"),
     "dataset": ("fer2013", "affectnet", "affectnet_va", "aff_wild", "synthetic_va"),
     "scale": ("paper", "cpu", "test"),
 }
@@ -78,8 +80,8 @@ def parse(arg: str | None, defaults: dict) -> dict:
     for token in filter(None, (t.strip() for t in (arg or "").split(","))):
         if "=" in token:
             key, value = token.split("=", 1)
-            if key not in ("seed", "depth"):
-                raise ValueError(f"unknown parameter {key!r} in {arg!r} (seed=N, depth=N)")
+            if key not in ("seed", "depth", "width"):
+                raise ValueError(f"unknown parameter {key!r} in {arg!r} (seed=N, depth=N, width=N)")
             fields[key] = int(value)
             continue
         matches = [k for k, values in FIELDS.items() if token in values]
@@ -99,19 +101,29 @@ def build(arg: str | None, defaults: dict) -> ml_collections.ConfigDict:
     if fields["dataset"] == "synthetic_va":
         config.data.source = "synthetic"
     categorical = config.model.head != "va"
-    config.loss.weighted = categorical and fields["loss"] == "weighted"
+    config.loss.weighted = categorical and fields["loss"] in ("weighted", "balanced")
+    if config.loss.weighted and fields["loss"] == "balanced":
+        config.loss.weight_scale = "mean1"
     if not categorical:
         fields["loss"] = "mse"
     config.seed = fields["seed"]
     scale = fields["scale"]
     config.model.name = MODELS[scale][fields["arch"] == "resnet"]
     config.model.shortcut = fields["shortcut"]
+    if "width" in fields:  # the depth study's family: its own widths, so depth is explicit
+        base = base_model(scale, fields["arch"])
+        fields.setdefault("depth", 6 * base["stage_sizes"][0] + 3)
+        w = fields["width"]
+        config.model.widths = tuple(w * 2**i for i in range(len(base["widths"])))
+        config.log_grad_norms = True
     if "depth" in fields:
         n, rem = divmod(fields["depth"] - 3, 6)
         if rem or n < 1:
             raise ValueError(f"depth must be 6n + 3 (9, 15, 21, ...), got {fields['depth']}")
         base = base_model(scale, fields["arch"])
-        if n != base["stage_sizes"][0]:
+        if "width" in fields:
+            config.model.stage_sizes = (n,) * len(base["stage_sizes"])
+        elif n != base["stage_sizes"][0]:
             config.model.stage_sizes = (n,) * len(base["stage_sizes"])
             config.model.widths = tuple(base["widths"])
         else:  # the base depth is the tables' own run, shared with them
@@ -157,7 +169,8 @@ def run_name(config: ml_collections.ConfigDict) -> str:
     """A workdir name that identifies the run, shared by every table that needs it."""
     e = config.experiment
     depth = f"_d{e.depth}" if config.model.stage_sizes is not None else ""
-    return f"{e.dataset}_{config.model.name}{depth}_{e.shortcut}_{e.loss}_seed{e.seed}"
+    width = f"_w{e.width}" if "width" in e else ""
+    return f"{e.dataset}_{config.model.name}{depth}{width}_{e.shortcut}_{e.loss}_seed{e.seed}"
 
 
 # --------------------------------------------------------------------------- the grid
@@ -183,9 +196,11 @@ CLAIMS = (
     Claim("h3_vs_identity", "H3 beats the identity shortcut (regular loss)",
           "fer2013,bregnet,regular", "fer2013,resnet,regular", seeds=5),
     Claim("weighted_h3", "the weighted loss beats the regular loss (H3)",
-          "fer2013,bregnet,weighted", "fer2013,bregnet,regular", seeds=3),
+          "fer2013,bregnet,weighted", "fer2013,bregnet,regular", seeds=3,
+          metrics=("accuracy", "norm/f1", "recall/Disgust")),
     Claim("weighted_identity", "the weighted loss beats the regular loss (identity)",
-          "fer2013,resnet,weighted", "fer2013,resnet,regular", seeds=3),
+          "fer2013,resnet,weighted", "fer2013,resnet,regular", seeds=3,
+          metrics=("accuracy", "norm/f1", "recall/Disgust")),
     Claim("h3_vs_h1", "H3 beats H1 (regular loss)",
           "fer2013,bregnet,regular", "fer2013,h1,regular", seeds=3),
     Claim("h3_vs_h2", "H3 beats H2 (regular loss)",
@@ -226,7 +241,36 @@ GRIDS = {  # table -> (config module, scale -> parameter strings)
     "fig6": ("table5", lambda scale: _product(FIG6_DATASETS[scale], ARCHS)),
     "timing": ("table2", lambda scale: _product(CATEGORICAL, ARCHS, ("regular",))),
 }
-TABLES = (*GRIDS, "claims")
+
+
+# The depth study (issue 29): H3 and identity over depths of one family (the scale's network
+# at narrow widths, 6n + 3 layers), a map with an unbounded derivative at the shallowest and
+# deepest depth, the weighted loss rescaled to average 1, and H1/H2 for convergence speed.
+# scale -> (depths, first-stage width, seeds of the sweep, seeds of the unbounded map)
+# At cpu scale width 8 (8/16/32 channels) fits the sweep in about 10 core-hours: measured on
+# the 2-core machine, one core per run, 110 images/s at depth 111 against 51 at width 16.
+DEPTH_STUDY = {"paper": ((15, 39, 111), 48, 3, 2), "cpu": ((15, 39, 111), 8, 3, 2),
+               "test": ((9, 15), 8, 2, 2)}  # fmt: skip
+
+
+def depth_study(scale: str) -> list[tuple[str, int]]:
+    """(parameter string without scale and seed, seeds) of every arm of the depth study, in
+    the order they are worth running: the sweep first, shallow to deep."""
+    depths, width, seeds, cubic_seeds = DEPTH_STUDY[scale]
+    arms = []
+    for d in depths:
+        for shortcut in ("h3", "identity"):
+            arch = "resnet" if shortcut == "identity" else "bregnet"
+            arms.append((f"fer2013,{arch},{shortcut},regular,depth={d},width={width}", seeds))
+    for d in (depths[0], depths[-1]):
+        arms.append((f"fer2013,cubic,regular,depth={d},width={width}", cubic_seeds))
+    arms.append((f"fer2013,bregnet,balanced,depth={depths[0]},width={width}", seeds))
+    for m in ("h1", "h2"):
+        arms.append((f"fer2013,{m},regular,depth={depths[0]},width={width}", seeds))
+    return arms
+
+
+TABLES = (*GRIDS, "claims", "depth")
 
 
 def runs(table: str, scale: str, seeds=None, claims=()) -> list[tuple[str, str]]:
@@ -248,6 +292,12 @@ def runs(table: str, scale: str, seeds=None, claims=()) -> list[tuple[str, str]]
                 continue
             for arm in claim.arms(scale):
                 for seed in claim_seeds(claim, scale, seeds):
+                    out.append((CLAIM_CONFIG, f"{arm},{scale},seed={seed}"))
+    elif table == "depth":  # seed by seed, so that pairs of every arm finish early
+        arms = depth_study(scale)
+        for seed in seeds or range(max(n for _, n in arms)):
+            for arm, n in arms:
+                if seeds or seed < n:
                     out.append((CLAIM_CONFIG, f"{arm},{scale},seed={seed}"))
     else:
         name, specs = GRIDS[table]

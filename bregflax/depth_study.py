@@ -1,0 +1,399 @@
+"""The depth study's report (``bregflax reproduce --table=depth``): the paper's depth story
+tested where a CPU can test it.
+
+From the runs of ``experiment.depth_study`` (their ``result.json`` and ``metrics.jsonl``):
+accuracy and skew-normalized F1 against depth for H3 and identity with 95% intervals, the
+paired H3 − identity gap at each depth and whether it grows with depth, seconds per epoch,
+per-block gradient norms through training, a map with an unbounded derivative, convergence
+speed (epochs to a fixed fraction of the final accuracy) and the weighted loss rescaled to
+average 1, with per-class recall. Every interval is the two-sided 95% t interval of
+``bregflax.stats``; a run that diverged is counted as such, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bregflax import plots, report, stats
+from bregflax.configs import experiment
+
+DASH = "–"
+FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final
+MAP_NAMES = {"h3": "H3", "identity": "identity", "h1": "H1", "h2": "H2", "cubic": "x + x³/3"}
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def runs_of(results: Sequence[dict], shortcut: str, depth: int, loss: str = "regular") -> dict:
+    """seed -> result of the runs of one arm."""
+    out = {}
+    for r in results:
+        e = r["experiment"]
+        if (e["shortcut"], e.get("depth"), e["loss"]) == (shortcut, depth, loss):
+            out[e["seed"]] = r
+    return out
+
+
+def metric(result: dict, key: str) -> float | None:
+    """``accuracy`` (%), ``norm/f1``, ``recall/<class>``, ``seconds_per_epoch`` of a run;
+    None for a run that diverged or lacks it."""
+    if result.get("diverged"):
+        return None
+    s = result["scores"]
+    if key == "accuracy":
+        v = s.get("categorical", {}).get("accuracy")
+        return None if v is None else 100.0 * v
+    if key.startswith("norm/"):
+        v = s.get("skew_normalized", {}).get(key[5:])
+        return v[0] if isinstance(v, list | tuple) else v
+    if key.startswith("recall/"):
+        rows = {r["class"]: r for r in result.get("per_class") or []}
+        return rows.get(key[7:], {}).get("recall")
+    return result.get(key)
+
+
+def per_seed(arm: dict, key: str) -> dict[int, float]:
+    return {s: v for s, r in arm.items() if (v := metric(r, key)) is not None}
+
+
+def mean_interval(vals: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """Mean and its two-sided 95% t interval (None below two values)."""
+    vals = np.asarray(list(vals), dtype=np.float64)
+    if vals.size == 0:
+        return math.nan, None, None
+    mean = float(vals.mean())
+    if vals.size < 2:
+        return mean, None, None
+    half = stats.t975(vals.size - 1) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
+    return mean, mean - half, mean + half
+
+
+def _mean_text(vals, digits: int) -> str:
+    mean, low, high = mean_interval(vals)
+    if math.isnan(mean):
+        return DASH
+    if low is None:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={len(vals)})"
+
+
+def _paired_text(p: stats.Paired, digits: int) -> str:
+    if not p.n:
+        return DASH
+    if p.low is None:
+        return f"{p.diff:+.{digits}f} (n=1)"
+    return f"{p.diff:+.{digits}f} [{p.low:+.{digits}f}, {p.high:+.{digits}f}] (n={p.n})"
+
+
+def _verdict(p: stats.Paired) -> str:
+    return p.verdict if p.n else "not run"
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def sweep_rows(results, depths: Sequence[int]) -> list[list[str]]:
+    """Per depth and metric: each shortcut's mean [95% CI] and the paired H3 − identity gap."""
+    rows = []
+    for d in depths:
+        h3, ident = runs_of(results, "h3", d), runs_of(results, "identity", d)
+        any_run = next(iter({**h3, **ident}.values()), None)
+        params = f"{any_run['params']:,}" if any_run and any_run.get("params") else DASH
+        for key, digits in (("accuracy", 2), ("norm/f1", 4), ("seconds_per_epoch", 1)):
+            a, b = per_seed(h3, key), per_seed(ident, key)
+            p = stats.paired(a, b, higher_is_better=key != "seconds_per_epoch")
+            rows.append(
+                [str(d), params, key, _mean_text(list(a.values()), digits),
+                 _mean_text(list(b.values()), digits), _paired_text(p, digits), _verdict(p)]
+            )  # fmt: skip
+    return rows
+
+
+def gap_growth(results, depths: Sequence[int], key: str = "accuracy") -> stats.Paired:
+    """The paired H3 − identity gap at the deepest depth against the shallowest, seed by
+    seed: ``held`` means the gap grows with depth."""
+
+    def gaps(d):
+        a = per_seed(runs_of(results, "h3", d), key)
+        b = per_seed(runs_of(results, "identity", d), key)
+        return {s: a[s] - b[s] for s in set(a) & set(b)}
+
+    return stats.paired(gaps(depths[-1]), gaps(depths[0]))
+
+
+def sweep_png(results, depths, out: Path) -> Path:
+    """Accuracy and skew-normalized F1 against depth, both shortcuts, mean with 95% CI bars."""
+    panels = {}
+    for key, label in (("accuracy", "accuracy (%)"), ("norm/f1", "skew-normalized F1")):
+        series = {}
+        for shortcut in ("h3", "identity"):
+            points = []
+            for d in depths:
+                mean, low, high = mean_interval(
+                    per_seed(runs_of(results, shortcut, d), key).values()
+                )
+                if not math.isnan(mean):
+                    points.append((d, mean, low, high))
+            series[MAP_NAMES[shortcut]] = points
+        panels[label] = series
+    return plots.interval_panels_png(
+        panels, out / "depth_sweep.png", "depth (6n + 3 weighted layers)",
+        "Depth sweep: H3 against identity (mean and 95% t interval over seeds)",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- gradients
+
+_BLOCK = re.compile(r"train/grad_norm/stage(\d+)_block(\d+)$")
+
+
+def block_norms(metrics_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, norms[step, block]) of every residual block's logged gradient norm, blocks in
+    order from the input to the output."""
+    records = plots.read_metrics_jsonl(metrics_path) if Path(metrics_path).exists() else []
+    rows = [r for r in records if any(_BLOCK.match(k) for k in r)]
+    if not rows:
+        return np.zeros(0), np.zeros((0, 0))
+    keys = sorted(
+        (k for k in rows[0] if _BLOCK.match(k)),
+        key=lambda k: tuple(int(g) for g in _BLOCK.match(k).groups()),
+    )
+    by_step = {r["step"]: [r.get(k, math.nan) for k in keys] for r in rows}
+    steps = np.array(sorted(by_step))
+    return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
+
+
+def spread(norms: np.ndarray) -> float:
+    """Decades between the first block's gradient norm and the last block's:
+    log10(first / last); > 0 when gradients shrink from the input towards the output."""
+    return float(np.log10(norms[0] / norms[-1]))
+
+
+def gradient_rows(results, depths) -> list[list[str]]:
+    """Per depth and shortcut: the input-to-output spread of block gradient norms (decades)
+    at the first log and at the end of training, mean over seeds, and H3 − identity."""
+    rows = []
+    for d in depths:
+        per = {}
+        for shortcut in ("h3", "identity"):
+            first, last = {}, {}
+            for seed, r in runs_of(results, shortcut, d).items():
+                steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
+                if steps.size:
+                    first[seed], last[seed] = spread(norms[0]), spread(norms[-1])
+            per[shortcut] = (first, last)
+        p_first = stats.paired(per["h3"][0], per["identity"][0])
+        p_last = stats.paired(per["h3"][1], per["identity"][1])
+        rows.append(
+            [str(d)]
+            + [_mean_text(list(per[s][i].values()), 2) for i in (0, 1) for s in ("h3", "identity")]
+            + [_paired_text(p_first, 2), _paired_text(p_last, 2)]
+        )
+    return rows
+
+
+def gradients_png(results, depths, out: Path) -> Path:
+    """Per depth (columns): block gradient norm against block index at the first log, the
+    middle and the end (rows), H3 and identity, mean over seeds (log scale)."""
+    panels = {}
+    for d in depths:
+        for phase in ("first log", "middle", "end"):
+            series = {}
+            for shortcut in ("h3", "identity"):
+                profiles = []
+                for r in runs_of(results, shortcut, d).values():
+                    steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
+                    if steps.size:
+                        i = {"first log": 0, "middle": len(steps) // 2, "end": -1}[phase]
+                        profiles.append(norms[i])
+                if profiles:
+                    series[MAP_NAMES[shortcut]] = np.exp(np.mean(np.log(profiles), axis=0))
+            panels[(phase, f"depth {d}")] = series
+    return plots.profile_grid_png(
+        panels, out / "depth_gradients.png", "block (input → output)",
+        "gradient norm (log)", "Per-block gradient norms through training (geometric mean "
+        "over seeds)",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def epochs_to_fraction(metrics_path: Path, fraction: float = FRACTION) -> float | None:
+    """The first epoch (linearly interpolated between validations) at which the validation
+    accuracy reaches ``fraction`` of its final value; None without validations."""
+    records = plots.read_metrics_jsonl(metrics_path) if Path(metrics_path).exists() else []
+    epochs, acc = plots.metric_series(records, "val/accuracy")
+    if not epochs.size:
+        return None
+    target = fraction * acc[-1]
+    prev_e, prev_a = 0.0, None
+    for e, a in zip(epochs, acc, strict=True):
+        if a >= target:
+            if prev_a is None or a == prev_a:
+                return float(e)
+            return float(prev_e + (target - prev_a) / (a - prev_a) * (e - prev_e))
+        prev_e, prev_a = e, a
+    return float(epochs[-1])
+
+
+def convergence_rows(results, depths) -> list[list[str]]:
+    """Epochs to ``FRACTION`` of the final accuracy: H3 against identity at each depth, and
+    against H1 and H2 at the shallowest; paired, fewer epochs is faster."""
+    comparisons = [(d, "identity") for d in depths] + [(depths[0], m) for m in ("h1", "h2")]
+    rows = []
+    for d, other in comparisons:
+        a, b = ({s: v for s, r in runs_of(results, m, d).items()
+                 if (v := epochs_to_fraction(Path(r["workdir"]) / "metrics.jsonl")) is not None}
+                for m in ("h3", other))  # fmt: skip
+        p = stats.paired(a, b, higher_is_better=False)
+        rows.append(
+            [f"H3 vs {MAP_NAMES[other]}", str(d), _mean_text(list(a.values()), 2),
+             _mean_text(list(b.values()), 2), _paired_text(p, 2), _verdict(p)]
+        )  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------- other arms
+
+
+def unbounded_rows(results, depths) -> list[list[str]]:
+    """The unbounded map at the shallowest and deepest depth: diverged runs, accuracy, and
+    the paired accuracy against H3 (H3 − cubic > 0: the bounded map trains better)."""
+    rows = []
+    for d in (depths[0], depths[-1]):
+        cubic, h3 = runs_of(results, "cubic", d), runs_of(results, "h3", d)
+        diverged = [r["diverged"] for r in cubic.values() if r.get("diverged")]
+        steps = ", ".join(f"step {x['step']}" for x in diverged) or DASH
+        a, b = per_seed(h3, "accuracy"), per_seed(cubic, "accuracy")
+        p = stats.paired(a, b)
+        rows.append(
+            [str(d), f"{len(diverged)} of {len(cubic)}", steps,
+             _mean_text(list(b.values()), 2), _mean_text(list(a.values()), 2),
+             _paired_text(p, 2), _verdict(p) if p.n else DASH]
+        )  # fmt: skip
+    return rows
+
+
+def unbounded_verdict(results, depths) -> str:
+    """One sentence per depth: diverged, trained worse than H3, or no difference found."""
+    out = []
+    for d in (depths[0], depths[-1]):
+        cubic = runs_of(results, "cubic", d)
+        if not cubic:
+            out.append(f"depth {d}: not run")
+            continue
+        diverged = sum(bool(r.get("diverged")) for r in cubic.values())
+        p = stats.paired(per_seed(runs_of(results, "h3", d), "accuracy"),
+                         per_seed(cubic, "accuracy"))  # fmt: skip
+        if diverged == len(cubic):
+            out.append(f"depth {d}: diverged in every run ({diverged} of {len(cubic)})")
+        elif diverged:
+            out.append(f"depth {d}: diverged in {diverged} of {len(cubic)} runs")
+        elif p.verdict == stats.HELD:
+            out.append(f"depth {d}: trains, but worse than H3 (H3 − cubic {_paired_text(p, 2)})")
+        else:
+            out.append(f"depth {d}: no worse than H3 found ({p.verdict}, {_paired_text(p, 2)})")
+    return "; ".join(out)
+
+
+def balanced_rows(results, depths, classes: Sequence[str]) -> list[list[str]]:
+    """The weighted loss rescaled to average 1 against the regular loss (H3, shallowest)."""
+    a, b = runs_of(results, "h3", depths[0], "balanced"), runs_of(results, "h3", depths[0])
+    rows = []
+    keys = [("accuracy", 2), ("norm/f1", 4)] + [(f"recall/{c}", 3) for c in classes]
+    for key, digits in keys:
+        pa, pb = per_seed(a, key), per_seed(b, key)
+        p = stats.paired(pa, pb)
+        rows.append(
+            [key, _mean_text(list(pa.values()), digits), _mean_text(list(pb.values()), digits),
+             _paired_text(p, digits), _verdict(p)]
+        )  # fmt: skip
+    return rows
+
+
+def _classes(results) -> list[str]:
+    for r in results:
+        if r.get("per_class"):
+            return [row["class"] for row in r["per_class"] if "avg" not in row["class"]]
+    return []
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def render(results: Sequence[dict], out, scale: str) -> str:
+    """The markdown of ``--table=depth`` (figures written into ``out``)."""
+    out = Path(out)
+    depths, width, _, _ = experiment.DEPTH_STUDY[scale]
+    table = report.markdown_table
+    growth = {k: gap_growth(results, depths, k) for k in ("accuracy", "norm/f1")}
+    text = [
+        f"Family: the scale's network (`{experiment.MODELS[scale][0]}`, 3 stages) at widths "
+        f"{width}/{2 * width}/{4 * width}, depths {', '.join(map(str, depths))} "
+        "(6n + 3 weighted layers); H3 "
+        "against identity with the same seeds (one seed fixes the initialization and the "
+        "data order). Intervals: two-sided 95% t over seeds.\n",
+        "## Accuracy, skew-normalized F1 and seconds per epoch against depth\n",
+        table(
+            ["Depth", "Params", "Metric", "H3", "identity", "H3 − identity", "Verdict"],
+            sweep_rows(results, depths),
+        ),  # fmt: skip
+        "\nDoes the gap grow with depth? Paired over seeds, gap(deepest) − gap(shallowest): "
+        + "; ".join(
+            f"{k} {_paired_text(p, 4 if k != 'accuracy' else 2)}, **{_verdict(p)}**"
+            for k, p in growth.items()
+        )  # fmt: skip
+        + " (held: the gap grows).\n",
+        f"![depth sweep]({sweep_png(results, depths, out).name})\n",
+        "## Gradient norms through training\n",
+        "Spread: log10(first block's gradient norm / last block's), in decades (> 0: "
+        "gradients shrink from the input towards the output), at the first log (mean of the "
+        "first logging window) and at the end of training.\n",
+        table(
+            [
+                "Depth",
+                "H3 first",
+                "identity first",
+                "H3 end",
+                "identity end",
+                "H3 − identity first",
+                "H3 − identity end",
+            ],
+            gradient_rows(results, depths),
+        ),
+        f"\n![gradient norms]({gradients_png(results, depths, out).name})\n",
+        f"## Convergence speed: epochs to {FRACTION:.0%} of the final validation accuracy\n",
+        table(
+            ["Comparison", "Depth", "H3 epochs", "other epochs", "H3 − other", "Verdict"],
+            convergence_rows(results, depths),
+        ),  # fmt: skip
+        "\nHeld: H3 reaches the fraction in fewer epochs.\n",
+        "## A map with an unbounded derivative: x + x³/3\n",
+        table(
+            [
+                "Depth",
+                "Diverged",
+                "Where",
+                "cubic accuracy",
+                "H3 accuracy",
+                "H3 − cubic",
+                "Verdict",
+            ],
+            unbounded_rows(results, depths),
+        ),  # fmt: skip
+        f"\nVerdict: {unbounded_verdict(results, depths)}.\n",
+        f"## The weighted loss rescaled to average 1 (H3, depth {depths[0]})\n",
+        table(
+            ["Metric", "rescaled weighted", "regular", "weighted − regular", "Verdict"],
+            balanced_rows(results, depths, _classes(results)),
+        ),  # fmt: skip
+        "",
+    ]
+    return "\n".join(text) + "\n"
