@@ -104,14 +104,16 @@ def _arm_label(e: dict) -> str:
     return f"{e['dataset']} {e['arch']} {e['shortcut']} {e['loss']}{depth}"
 
 
+# Tables III/IV's metrics, each original (Orig) beside its skew-normalized value (Norm).
 ARM_KEYS = (
     ("accuracy", "Accuracy", 4),
     ("norm/accuracy", "Norm accuracy", 4),
-    ("norm/f1", "Norm F1", 4),
-    ("norm/kappa", "Norm kappa", 4),
-    ("norm/alpha", "Norm alpha", 4),
-    ("norm/mcc", "Norm MCC", 4),
-    ("norm/ppv", "Norm PPV", 4),
+    *(
+        item
+        for key, name in (("f1", "F1"), ("kappa", "kappa"), ("alpha", "alpha"), ("mcc", "MCC"),
+                          ("ppv", "PPV"))  # fmt: skip
+        for item in ((key, f"Orig {name}", 4), (f"norm/{key}", f"Norm {name}", 4))
+    ),
     ("recall/Disgust", "Disgust recall", 4),
     ("seconds_per_epoch", "s / epoch", 1),
 )
@@ -134,7 +136,8 @@ def arm_metrics(results: Sequence[dict]) -> str:
     repeats = results[0].get("repeats", 200)
     return (
         "## Every metric per run group\n\n"
-        f"Mean ± sd over seeds; Norm = skew-normalized ({repeats} repeats).\n\n"
+        f"Mean ± sd over seeds; Orig = on the whole validation set, Norm = skew-normalized "
+        f"({repeats} balanced under-samplings), as the paper's Tables III and IV.\n\n"
         + report.markdown_table(header, body)
         + "\n"
     )

@@ -76,3 +76,15 @@ def test_mse_by_hand_and_nan_targets():
     np.testing.assert_allclose(
         losses.mse(pred, target, mask=jnp.array([1.0, 0.0])), 0.25, rtol=1e-6
     )
+
+
+def test_mean1_weights_average_one_over_the_examples_with_the_papers_ratios():
+    counts = np.array([3995, 436, 4097, 7215, 4830, 3171, 4965])  # FER2013 Training
+    paper = losses.class_weights(counts)
+    fair = losses.class_weights(counts, "mean1")
+    labels = np.repeat(np.arange(7), counts)  # every training example
+    assert fair[labels].mean() == pytest.approx(1.0, rel=1e-6)
+    assert paper[labels].mean() == pytest.approx(7 * 436 / counts.sum(), rel=1e-6)  # 0.106
+    np.testing.assert_allclose(fair / fair[1], paper / paper[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="scale"):
+        losses.class_weights(counts, "sum1")

@@ -232,3 +232,14 @@ def test_atan_is_within_one_ulp_of_float64_and_keeps_its_derivative():
     grad = np.asarray(jax.vmap(jax.grad(shortcuts.atan))(x[np.isfinite(x)]), np.float64)
     xf = x[np.isfinite(x)].astype(np.float64)
     np.testing.assert_allclose(grad, 1 / (1 + xf * xf), rtol=4e-7, atol=1.2e-38)
+
+
+def test_cubic_control_has_the_unbounded_derivative_one_plus_x_squared():
+    x = np.array([-1e3, -3.0, -0.5, 0.0, 0.5, 3.0, 1e3], np.float32)
+    grad = jax.vmap(jax.grad(shortcuts.get("cubic")))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(grad), 1.0 + x.astype(np.float64) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(shortcuts.get("cubic")(jnp.asarray(x))), x + x.astype(np.float64) ** 3 / 3,
+        rtol=1e-6,
+    )  # fmt: skip
+    assert "cubic" not in shortcuts.GRADIENT_BOUNDS  # no bound to state

@@ -208,3 +208,19 @@ def test_killed_run_resumes_to_the_same_parameters(
     )
     jax.tree.map(np.testing.assert_array_equal, full, resumed)
     np.testing.assert_array_equal(read_metric(tmp_path / "killed"), read_metric(tmp_path / "full"))
+
+
+def test_module_grad_norms_are_each_modules_l2_norm():
+    rng = np.random.default_rng(0)
+    grads = {
+        "stage0_block0": {"conv1": {"kernel": rng.normal(size=(3, 3, 2, 2))}},
+        "classifier": {"kernel": rng.normal(size=(4, 7)), "bias": rng.normal(size=7)},
+    }
+    norms = jax.device_get(train.module_grad_norms(grads))
+    assert set(norms) == {"grad_norm/stage0_block0", "grad_norm/classifier"}
+    for name, g in grads.items():
+        flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])
+        assert norms[f"grad_norm/{name}"] == pytest.approx(np.linalg.norm(flat), rel=1e-5)
+    total = np.sqrt(sum(v**2 for v in norms.values()))
+    all_flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grads)])
+    assert total == pytest.approx(np.linalg.norm(all_flat), rel=1e-5)

@@ -1,0 +1,174 @@
+"""The depth study's report: intervals against scipy, the convergence and gradient summaries
+against hand computations, and the whole table at the test scale (slow)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from bregflax import depth_study, report, reproduce
+from bregflax.configs import experiment, table1
+
+
+def _result(shortcut, depth, seed, acc, f1=0.5, loss="regular", workdir="", **extra):
+    return {
+        "experiment": {"shortcut": shortcut, "depth": depth, "seed": seed, "loss": loss},
+        "scores": {"categorical": {"accuracy": acc}, "skew_normalized": {"f1": [f1, 0.01]}},
+        "per_class": [{"class": "Disgust", "recall": acc / 2}, {"class": "macro avg"}],
+        "params": 1000,
+        "seconds_per_epoch": 10.0 + seed,
+        "workdir": str(workdir),
+        **extra,
+    }
+
+
+def test_mean_interval_is_scipys_t_interval():
+    vals = [60.1, 60.9, 59.7, 61.2]
+    mean, low, high = depth_study.mean_interval(vals)
+    ref = scipy_stats.t.interval(
+        0.95, len(vals) - 1, loc=np.mean(vals), scale=scipy_stats.sem(vals)
+    )
+    assert mean == pytest.approx(np.mean(vals))
+    assert (low, high) == pytest.approx(ref, rel=1e-9)
+    assert depth_study.mean_interval([1.0])[1:] == (None, None)
+
+
+def test_gap_growth_pairs_the_gaps_seed_by_seed():
+    accs = {  # (shortcut, depth, seed) -> accuracy
+        ("h3", 15, 0): 0.60, ("identity", 15, 0): 0.59,
+        ("h3", 15, 1): 0.61, ("identity", 15, 1): 0.60,
+        ("h3", 15, 2): 0.62, ("identity", 15, 2): 0.615,
+        ("h3", 111, 0): 0.58, ("identity", 111, 0): 0.55,
+        ("h3", 111, 1): 0.59, ("identity", 111, 1): 0.57,
+        ("h3", 111, 2): 0.60, ("identity", 111, 2): 0.56,
+    }  # fmt: skip
+    results = [_result(s, d, seed, a) for (s, d, seed), a in accs.items()]
+    p = depth_study.gap_growth(results, (15, 111))
+    gap = {
+        d: np.array([accs[("h3", d, s)] - accs[("identity", d, s)] for s in range(3)]) * 100
+        for d in (15, 111)
+    }
+    growth = gap[111] - gap[15]
+    ref = scipy_stats.t.interval(0.95, 2, loc=growth.mean(), scale=scipy_stats.sem(growth))
+    assert p.n == 3 and p.diff == pytest.approx(growth.mean())
+    assert (p.low, p.high) == pytest.approx(ref)
+    assert p.verdict == ("held" if ref[0] > 0 else "inconclusive")
+
+
+def test_a_diverged_run_counts_as_diverged_and_has_no_accuracy():
+    results = [
+        _result("cubic", 111, 0, 0.0, diverged={"step": 3, "message": "nan"}),
+        _result("cubic", 111, 1, 0.0, diverged={"step": 5, "message": "nan"}),
+        _result("h3", 111, 0, 0.6),
+        _result("h3", 111, 1, 0.61),
+        _result("cubic", 15, 0, 0.40),
+        _result("cubic", 15, 1, 0.41),
+        _result("h3", 15, 0, 0.60),
+        _result("h3", 15, 1, 0.62),
+    ]
+    assert depth_study.metric(results[0], "accuracy") is None
+    rows = depth_study.unbounded_rows(results, (15, 111))
+    assert rows[1][1:3] == ["2 of 2", "step 3, step 5"]
+    assert rows[0][1] == "0 of 2"
+    verdict = depth_study.unbounded_verdict(results, (15, 111))
+    assert "depth 111: diverged in every run (2 of 2)" in verdict
+    assert "depth 15: trains, but worse than H3" in verdict  # +19.5 and +20.5 points
+
+
+def _metrics_file(path, val_acc, grad_rows=()):
+    lines = [
+        {"step": 10 * (i + 1), "epoch": float(i + 1), "val/accuracy": a}
+        for i, a in enumerate(val_acc)
+    ]
+    lines += list(grad_rows)
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_epochs_to_fraction_interpolates_between_validations(tmp_path):
+    path = _metrics_file(tmp_path / "m.jsonl", [0.30, 0.50, 0.58, 0.60])
+    # 95% of 0.60 = 0.57, reached between epoch 2 (0.50) and 3 (0.58): 2 + 0.07 / 0.08
+    assert depth_study.epochs_to_fraction(path) == pytest.approx(2 + 0.07 / 0.08)
+    path = _metrics_file(tmp_path / "n.jsonl", [0.60, 0.50, 0.59])
+    assert depth_study.epochs_to_fraction(path) == pytest.approx(1.0)  # first epoch already
+    assert depth_study.epochs_to_fraction(tmp_path / "absent.jsonl") is None
+
+
+def test_block_norms_in_network_order_and_their_spread(tmp_path):
+    rows = [
+        {"step": 100, "epoch": 0.5, "train/grad_norm/stage0_block0": 1.0,
+         "train/grad_norm/stage0_block10": 0.1, "train/grad_norm/stage0_block2": 0.5,
+         "train/grad_norm/stage1_block0": 0.01, "train/grad_norm/stem_conv0": 9.0},
+    ]  # fmt: skip
+    path = _metrics_file(tmp_path / "m.jsonl", [0.5], rows)
+    steps, norms = depth_study.block_norms(path)
+    assert steps.tolist() == [100]
+    assert norms[0].tolist() == [1.0, 0.5, 0.1, 0.01]  # block 2 before block 10; no stem
+    assert depth_study.spread(norms[0]) == pytest.approx(math.log10(1.0 / 0.01))
+
+
+def test_the_study_has_pairs_of_every_arm_seed_by_seed():
+    names = reproduce.run_names_of("depth", "cpu")
+    assert len(names) == len(set(names))
+    depths, width, seeds, cubic_seeds = experiment.DEPTH_STUDY["cpu"]
+    assert min(depths) <= 15 and max(depths) >= 111 and 39 in depths
+    assert all((d - 3) % 6 == 0 for d in depths)
+    for d in depths:
+        for shortcut in ("h3", "identity"):
+            assert sum(f"_d{d}_w{width}_{shortcut}_regular_" in n for n in names) == seeds
+    assert sum("_cubic_" in n for n in names) == 2 * cubic_seeds
+    # seed by seed: every seed-0 run comes before any seed-1 run
+    seed_of = [int(n.rsplit("seed", 1)[1]) for n in names]
+    assert seed_of == sorted(seed_of)
+
+
+def test_study_arms_share_the_network_but_for_the_shortcut():
+    h3 = table1.get_config("fer2013,bregnet,h3,depth=39,width=8,cpu")
+    ident = table1.get_config("fer2013,resnet,identity,depth=39,width=8,cpu")
+    cubic = table1.get_config("fer2013,cubic,depth=39,width=8,cpu")
+    for c in (h3, ident, cubic):
+        assert tuple(c.model.stage_sizes) == (6, 6, 6)
+        assert tuple(c.model.widths) == (8, 16, 32)
+        assert c.log_grad_norms
+    assert (h3.model.shortcut, ident.model.shortcut, cubic.model.shortcut) == (
+        "h3",
+        "identity",
+        "cubic",
+    )
+    balanced = table1.get_config("fer2013,bregnet,balanced,depth=15,width=8,cpu")
+    assert balanced.loss.weighted and balanced.loss.weight_scale == "mean1"
+
+
+def test_a_run_that_diverges_is_saved_as_a_finding(tmp_path):
+    config = table1.get_config("fer2013,cubic,depth=9,width=8,test")
+    config.optim.learning_rate = 1e30
+    result = reproduce.run_experiment(config, tmp_path / "run", repeats=2, log=lambda *_: None)
+    assert result["diverged"]["step"] >= 1
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["diverged"] == result["diverged"] and saved["scores"] == {}
+    assert saved["params"] > 0
+    again = reproduce.run_experiment(config, tmp_path / "run", repeats=2, log=lambda *_: None)
+    assert again["diverged"] == result["diverged"]  # finished: not trained again
+
+
+@pytest.mark.slow
+def test_the_depth_table_at_the_test_scale(tmp_path):
+    args = ["--table=depth", "--scale=test", "--repeats=3", f"--workdir={tmp_path}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bregflax.reproduce", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = (tmp_path / "depth.md").read_text()
+    tables = report.read_markdown_tables(text)
+    rows = [r for t in tables.values() for r in t if r.get("Metric") == "accuracy"]
+    assert {r["Depth"] for r in rows} >= {"9", "15"}
+    for png in ("depth_sweep.png", "depth_gradients.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert "Does the gap grow with depth?" in text and "x + x³/3" in text
