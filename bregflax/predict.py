@@ -2,10 +2,10 @@
 
     bregflax predict photo.jpg faces/ clip.mp4 --every 10 --out predictions.csv
 
-Paths are image files, folders (searched recursively) and videos. Each face found by the
-Haar cascade (:mod:`bregflax.detect`), given in ``--boxes FILE``, or the whole image
-(``--no-detect``) becomes a row: path, frame, time, box, class probabilities, label,
-valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
+Paths are image files, folders (searched recursively) and videos. Each face found by
+YuNet (:mod:`bregflax.yunet`, the default; ``--detector haar``: the Haar cascade), given
+in ``--boxes FILE``, or the whole image (``--no-detect``) becomes a row: path, frame, time,
+box, class probabilities, label, valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
 an ``error`` row and a line in the closing summary, and the rest are still processed.
 
 This module is the command line and the rows' output (CSV or JSON lines, the closing
@@ -45,11 +45,14 @@ files:
   are annotated as .png. The same file named twice is read once.
 
 finding faces:
+  --detector yunet (default): YuNet, a small CNN shipped in the package (Apache 2.0, its
+  licence in bregflax/weights/yunet/), which also finds the eyes: each crop is turned so
+  the eyes are level (--no-align: not turned). --detector haar: OpenCV's Haar cascade.
   Each image is searched scaled so that a --min-face face is 24 pixels (the cascade's
-  window): a 640x480 frame is searched at 320x240 by default. In a video the whole frame is
-  searched every --redetect-every frames, and in between each face is looked for near where
-  it was (the whole frame again as soon as one is not found, and on every frame while no
-  face is followed): a face that comes into view while others are followed may be found
+  window) or, with YuNet, SEARCH pixels: a 640x480 frame is searched at WxH by default. In
+  a video the whole frame is searched every --redetect-every frames, and in between each
+  face is looked for near where it was (the whole frame again as soon as one is not found,
+  and on every frame while no face is followed): a face that comes into view while others are followed may be found
   up to K-1 frames late.
 
 sizes and damage:
@@ -123,6 +126,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "image with --no-detect) instead of having no face",
     )
     p.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
+    p.add_argument(
+        "--detector",
+        choices=("yunet", "haar"),
+        default="yunet",
+        help="yunet: a small CNN shipped in the package, with eye landmarks (default); "
+        "haar: OpenCV's Haar cascade",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not turn YuNet's crops so the eyes are level (the cascade's are never turned)",
+    )
     margin_help = (
         f"fraction of the box added on each side, 0 to {inference.MAX_MARGIN:g} "
         f"(default {FER2013_MARGIN}: FER2013's framing)"
@@ -196,6 +211,8 @@ def _setup(args: argparse.Namespace):
         predictor = dataclasses.replace(predictor, flip=args.flip)
     options = inference.Options(
         detect=not args.no_detect,
+        detector=args.detector,
+        align=not args.no_align,
         margin=args.margin,
         min_face=args.min_face,
         redetect_every=args.redetect_every,
