@@ -264,10 +264,10 @@ def framing(images, limit: int, search_pixels: float) -> str:
     return "\n".join(lines)
 
 
-def sweep(images, limit: int, seed: int) -> str:
+def sweep(images, limit: int, seed: int, pixels=(12, 16, 24, 32, 48)) -> str:
     """YuNet's recall and false boxes by score threshold and search scale (``search_pixels``:
     the size of a ``MIN_FACE`` face in the searched image), against the cascade's."""
-    thresholds, pixels, sides = (0.5, 0.6, 0.7, 0.8, 0.9), (12, 16, 24, 32, 48), (48, 64, 96, 192)
+    thresholds, sides = (0.5, 0.6, 0.7, 0.8, 0.9), (48, 64, 96, 192)
     lines = ["| detector | search px | threshold | " + " | ".join(
         f"found @{s}" for s in sides) + " | false boxes / image | ms / image |",
         "|---|---|---|" + "---|" * (len(sides) + 2)]  # fmt: skip
@@ -311,6 +311,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--framing", action="store_true", help="only measure box framing")
     parser.add_argument("--sweep", action="store_true", help="only sweep YuNet's settings")
     parser.add_argument("--search-pixels", type=float, default=yunet.SEARCH_PIXELS)
+    parser.add_argument(
+        "--sweep-pixels",
+        type=lambda t: tuple(float(v) for v in t.split(",")),
+        default=(12, 16, 24, 32, 48),
+        help="with --sweep: search pixels to try",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -321,7 +327,7 @@ def main(argv=None) -> dict:
     if args.framing or args.sweep:
         start = time.perf_counter()
         text = (framing(images, args.limit or 438, args.search_pixels) if args.framing
-                else sweep(images, args.limit or 300, args.seed))  # fmt: skip
+                else sweep(images, args.limit or 300, args.seed, args.sweep_pixels))  # fmt: skip
         print(text)
         print(f"({time.perf_counter() - start:.0f} s)")
         return {"table": text}

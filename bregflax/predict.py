@@ -5,8 +5,9 @@
 Paths are image files, folders (searched recursively) and videos. Each face found by
 YuNet (:mod:`bregflax.yunet`, the default; ``--detector haar``: the Haar cascade), given
 in ``--boxes FILE``, or the whole image (``--no-detect``) becomes a row: path, frame, time,
-box, class probabilities, label, valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
-an ``error`` row and a line in the closing summary, and the rest are still processed.
+box, class probabilities, label, valence and arousal. An image with no face gets a
+``no_face`` row; an unreadable file gets an ``error`` row and a line in the closing
+summary, and the rest are still processed.
 
 This module is the command line and the rows' output (CSV or JSON lines, the closing
 summary): the engine is :mod:`bregflax.inference`, the model
@@ -52,8 +53,8 @@ finding faces:
   window) or, with YuNet, SEARCH pixels: a 640x480 frame is searched at WxH by default. In
   a video the whole frame is searched every --redetect-every frames, and in between each
   face is looked for near where it was (the whole frame again as soon as one is not found,
-  and on every frame while no face is followed): a face that comes into view while others are followed may be found
-  up to K-1 frames late.
+  and on every frame while no face is followed): a face that comes into view while others
+  are followed may be found up to K-1 frames late.
 
 sizes and damage:
   Photos over 4096x4096 pixels are searched for faces at reduced size (boxes are given in

@@ -42,15 +42,15 @@ MODEL_PATH = Path(__file__).resolve().parent / "weights" / "yunet" / "yunet_n_64
 SCORE_THRESHOLD = 0.6  # by benchmarks/detect_accuracy.py --sweep
 NMS_THRESHOLD = 0.3
 TOP_K = 100
-SEARCH_PIXELS = 24  # the smallest face is this many pixels in the searched image
+SEARCH_PIXELS = 32  # the smallest face is this many pixels in the searched image
 REFINE_PIXELS = 80  # alignment looks at the face again at this size (level_angle)
 REFINE_PASSES = 1
 SIZE_SLACK = 0.75  # faces down to 3/4 of min_size are kept (the search finds them anyway)
 # Re-framing of YuNet's box (height bh, centre c) into the cascade's square box: side
 # BOX_SIDE * bh, centre c - BOX_SHIFT * bh along the face's own down direction. From
 # ``benchmarks/detect_accuracy.py --framing`` (medians over FER2013 PublicTest faces).
-BOX_SIDE = 0.9706**-1 / (1 + 2 * FER2013_MARGIN)
-BOX_SHIFT = 0.0212 / 0.9706
+BOX_SIDE = 1.0027**-1 / (1 + 2 * FER2013_MARGIN)
+BOX_SHIFT = 0.0159 / 1.0027
 
 DETECTORS = ("yunet", "haar")
 
