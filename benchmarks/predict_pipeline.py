@@ -5,8 +5,8 @@ python benchmarks/predict_pipeline.py [--frames 300] [--photos 100] [--repeats 2
 
 Generates media with faces: FER2013 PublicTest faces (``../shared/data/fer2013/val.npz``;
 only faces both the cascade and YuNet find when the face is alone on a flat background, so
-recall measures the pipeline rather than the detector) upscaled to 80-200 pixels and blended into synthetic
-backgrounds (gradients, blobs, bars), moving on smooth paths:
+recall measures the pipeline rather than the detector) upscaled to 80-200 pixels and
+blended into synthetic backgrounds (gradients, blobs, bars), moving on smooth paths:
 
 - ``one_face_640x480.mp4``: one 160-pixel face, ``--frames`` frames at 30 frames/s (mp4v);
 - ``three_faces_640x480.mp4``: three faces, the third coming into view a third of the way in;
