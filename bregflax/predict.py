@@ -49,12 +49,13 @@ finding faces:
   --detector yunet (default): YuNet, a small CNN shipped in the package (Apache 2.0, its
   licence in bregflax/weights/yunet/), which also finds the eyes: each crop is turned so
   the eyes are level (--no-align: not turned). --detector haar: OpenCV's Haar cascade.
-  Each image is searched scaled so that a --min-face face is 24 pixels (the cascade's
-  window) or, with YuNet, SEARCH pixels: a 640x480 frame is searched at WxH by default. In
-  a video the whole frame is searched every --redetect-every frames, and in between each
-  face is looked for near where it was (the whole frame again as soon as one is not found,
-  and on every frame while no face is followed): a face that comes into view while others
-  are followed may be found up to K-1 frames late.
+  Each image is searched scaled so that a --min-face face is 32 pixels for YuNet (chosen
+  by measurement, docs/performance.md) or 24 for the cascade (its window): by default a
+  640x480 frame is searched at 427x320 by YuNet and at 320x240 by the cascade. In a video
+  the whole frame is searched every --redetect-every frames, and in between each face is
+  looked for near where it was (the whole frame again as soon as one is not found, and on
+  every frame while no face is followed): a face that comes into view while others are
+  followed may be found up to K-1 frames late.
 
 sizes and damage:
   Photos over 4096x4096 pixels are searched for faces at reduced size (boxes are given in
@@ -146,7 +147,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--margin", type=_checked(inference.check_margin), help=margin_help)
     min_face_help = (
         f"smallest face side in pixels (below 1: fraction of the shorter side; default "
-        f"{MIN_FACE}, the model's input); images are searched scaled so that it is 24 pixels"
+        f"{MIN_FACE}, the model's input); images are searched scaled so that it is 32 pixels "
+        "(YuNet) or 24 (the cascade)"
     )
     p.add_argument("--min-face", type=_checked(inference.check_min_face), help=min_face_help)
     p.set_defaults(margin=FER2013_MARGIN, min_face=MIN_FACE)
