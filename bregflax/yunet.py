@@ -44,7 +44,7 @@ NMS_THRESHOLD = 0.3
 TOP_K = 100
 SEARCH_PIXELS = 32  # the smallest face is this many pixels in the searched image
 REFINE_PIXELS = 80  # alignment looks at the face again at this size (level_angle)
-REFINE_PASSES = 1
+REFINE_PASSES = 0  # by benchmarks/detect_accuracy.py: one pass gained no accuracy it could show
 SIZE_SLACK = 0.75  # faces down to 3/4 of min_size are kept (the search finds them anyway)
 # Re-framing of YuNet's box (height bh, centre c) into the cascade's square box: side
 # BOX_SIDE * bh, centre c - BOX_SHIFT * bh along the face's own down direction. From
