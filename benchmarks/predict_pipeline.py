@@ -4,9 +4,9 @@ python benchmarks/predict_pipeline.py [--frames 300] [--photos 100] [--repeats 2
     [--ks 10] [--media DIR] [--cli [--before-root DIR]] [--json PATH]
 
 Generates media with faces: FER2013 PublicTest faces (``../shared/data/fer2013/val.npz``;
-only faces the cascade finds when the face is alone on a flat background, so recall measures
-the pipeline rather than the cascade) upscaled to 80-200 pixels and blended into synthetic
-backgrounds (gradients, blobs, bars), moving on smooth paths:
+only faces both the cascade and YuNet find when the face is alone on a flat background, so
+recall measures the pipeline rather than the detector) upscaled to 80-200 pixels and
+blended into synthetic backgrounds (gradients, blobs, bars), moving on smooth paths:
 
 - ``one_face_640x480.mp4``: one 160-pixel face, ``--frames`` frames at 30 frames/s (mp4v);
 - ``three_faces_640x480.mp4``: three faces, the third coming into view a third of the way in;
@@ -15,15 +15,22 @@ backgrounds (gradients, blobs, bars), moving on smooth paths:
 
 Every batch size up to 64 is compiled first. Each input then goes through the engine of
 ``bregflax predict`` (``predict.parse_args`` and the CLI's own setup, then ``inference.run``
-and its ``Writer`` to a CSV file, as ``predict.main`` does) ``--repeats`` times, in two
-settings, alternated so that machine noise hits both alike, each with and without mirror
-averaging (``--flip`` / ``--no-flip``):
+and its ``Writer`` to a CSV file, as ``predict.main`` does) ``--repeats`` times, in each
+of ``--settings``, alternated so that machine noise hits all alike, each with and without
+mirror averaging (``--flip`` / ``--no-flip``):
 
-- ``before``: the pipeline as it was: the whole frame searched at full resolution (faces
-  down to 24 pixels) on every frame, BatchNorm computed as trained, no overlap of stages;
-- ``after``: the defaults: frames searched at the scale where a 48-pixel face fills the
-  cascade's 24-pixel window, faces followed between whole-frame searches every ``K`` frames
-  (each K in ``--ks``), BatchNorm folded, frames prepared in a thread while the model runs.
+- ``before``: the pipeline before issue 19: the Haar cascade over the whole frame at full
+  resolution (faces down to 24 pixels) on every frame, BatchNorm computed as trained, no
+  overlap of stages;
+- ``haar``: the Haar cascade with the engine's defaults: frames searched at the scale where
+  a 48-pixel face fills the cascade's 24-pixel window, faces followed between whole-frame
+  searches every ``K`` frames (each K in ``--ks``), BatchNorm folded, frames prepared in a
+  thread while the model runs;
+- ``yunet``: the same with YuNet (``--no-align``: crops as the box is);
+- ``yunet+align``: the default ``bregflax predict``: YuNet, crops turned so the eyes are
+  level.
+
+Labels are compared with the first setting's.
 
 Printed per input and setting: frames (or images) per second of the timed run (median),
 the time each stage was busy per frame (decode, detect, crop, model, write; stages overlap
@@ -33,7 +40,8 @@ face, and for the faces both settings found: how many labels equal the ``before`
 and the mean over faces of the largest change of a class probability.
 
 ``--cli`` also times the whole command as a user runs it, start-up included
-(``python -m bregflax.predict VIDEO --out F.csv``), for this tree and, with
+(``python -m bregflax.predict VIDEO --out F.csv``, with its default YuNet and with
+``--detector haar``), for this tree and, with
 ``--before-root``, for another checkout (e.g. ``git worktree add /tmp/before HEAD``).
 """
 
@@ -57,7 +65,7 @@ if __package__ in (None, ""):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import detect, inference, predict  # noqa: E402
+from bregflax import detect, inference, predict, yunet  # noqa: E402
 from bregflax.data import media  # noqa: E402
 from bregflax.predictor import Predictor  # noqa: E402
 
@@ -70,16 +78,16 @@ FPS = 30
 
 
 def detectable_faces(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` FER2013 PublicTest faces the cascade finds alone (4x, on a flat gray pad)."""
+    """``n`` FER2013 PublicTest faces the cascade and YuNet find alone (4x, on a flat pad)."""
     if not FER2013_VAL.exists():
         sys.exit(f"needs FER2013 faces at {FER2013_VAL}")
     images = np.load(FER2013_VAL)["images"]
     order = np.random.default_rng(seed).permutation(len(images))
-    detector, keep = detect.FaceDetector(min_size=24), []
+    detectors, keep = (detect.FaceDetector(min_size=24), yunet.YuNetDetector(min_size=24)), []
     for i in order:
         pad = np.full((288, 288), 128, np.uint8)
         pad[48:240, 48:240] = cv2.resize(images[i], (192, 192), interpolation=cv2.INTER_CUBIC)
-        if len(detector(pad)) == 1:
+        if all(len(detector(pad)) == 1 for detector in detectors):
             keep.append(images[i])
             if len(keep) == n:
                 break
@@ -249,6 +257,7 @@ class Stages:
         self._wrap(media, "read_image", "decode")
         self._wrap(detect.FaceDetector, "__call__", "detect")
         self._wrap(detect.FaceTracker, "__call__", "detect")
+        self._wrap(yunet.YuNetDetector, "__call__", "detect")
         self._wrap(inference, "crops", "crop")
         self._wrap(Predictor, "predict_faces", "model")
         self._wrap(predict.Writer, "write", "write")
@@ -278,8 +287,13 @@ def peak_rss_mib() -> float:
 
 
 SETTINGS = {
-    "before": {"args": ["--min-face", "24", "--redetect-every", "1"], "fold": False},
-    "after": {"args": [], "fold": True},
+    "before": {
+        "args": ["--detector", "haar", "--min-face", "24", "--redetect-every", "1"],
+        "fold": False,
+    },
+    "haar": {"args": ["--detector", "haar"], "fold": True},
+    "yunet": {"args": ["--no-align"], "fold": True},
+    "yunet+align": {"args": [], "fold": True},
 }
 
 
@@ -358,7 +372,7 @@ def bench_input(name: str, spec: dict, settings, flips, ks, repeats: int, tmp: P
     results = []
     units = len(spec["truth"])
     configs = [
-        (s, flip, k) for flip in flips for s in settings for k in (ks if s == "after" else [None])
+        (s, flip, k) for flip in flips for s in settings for k in (ks if s != "before" else [None])
     ]
     timings = {c: [] for c in configs}
     scores = {}
@@ -373,7 +387,8 @@ def bench_input(name: str, spec: dict, settings, flips, ks, repeats: int, tmp: P
         wall = statistics.median(r["wall_s"] for r in runs)
         busy = {s: statistics.median(r["busy_s"][s] for r in runs) for s in STAGES}
         sc = scores[c]
-        reference = scores[("before", flip, None)]["labels"] if "before" in settings else []
+        first = next(c for c in configs if c[0] == settings[0] and c[1] == flip)
+        reference = scores[first]["labels"] if setting != settings[0] else []
         both = [(a, b) for a, b in zip(sc["labels"], reference, strict=False) if a and b]
         same = [a[0] == b[0] for a, b in both]
         moved = [float(np.abs(a[1] - b[1]).max()) for a, b in both]
@@ -425,18 +440,21 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 def ratios(rows: list[dict]) -> str:
-    """after / before frames (images) per second, same run, per input and flip."""
-    lines = ["| input | flip | K | after / before |", "|---|---|---|---|"]
+    """Each setting's frames (images) per second over the first setting's, same run, per
+    input and flip."""
+    first = rows[0]["setting"] if rows else ""
+    lines = [f"| input | setting | flip | K | setting / {first} |", "|---|---|---|---|---|"]
     for r in rows:
-        if r["setting"] != "after":
+        if r["setting"] == first:
             continue
         before = next(
-            (b for b in rows if b["setting"] == "before" and b["input"] == r["input"]
+            (b for b in rows if b["setting"] == first and b["input"] == r["input"]
              and b["flip"] == r["flip"]), None)  # fmt: skip
         if before:
             ratio = r["per_s"] / before["per_s"]
             lines.append(
-                f"| {r['input']} | {'yes' if r['flip'] else 'no'} | {r['k']} | {ratio:.2f} |"
+                f"| {r['input']} | {r['setting']} | {'yes' if r['flip'] else 'no'} | {r['k']} "
+                f"| {ratio:.2f} |"
             )
     return "\n".join(lines)
 
@@ -460,7 +478,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ks", default=str(detect.REDETECT_EVERY), help="K values for after")
-    parser.add_argument("--settings", default="before,after")
+    parser.add_argument("--settings", default="haar,yunet,yunet+align", help=", ".join(SETTINGS))
     parser.add_argument("--flips", default="no,yes")
     parser.add_argument("--inputs", default="", help="comma-separated names (default all)")
     parser.add_argument("--media", help="folder for the generated media (default: a temp one)")
@@ -497,9 +515,13 @@ def main(argv=None) -> dict:
                 roots["before"] = Path(args.before_root).resolve()
             for flip in ("--no-flip", "--flip"):
                 for label, root in roots.items():
-                    cli_wall(root, video, folder / "cli.csv", [flip])  # warm the file cache
-                    wall = cli_wall(root, video, folder / "cli.csv", [flip])
-                    results["cli"][f"{label} {flip}"] = wall
+                    for detector in ("yunet", "haar"):
+                        args = [flip, "--detector", detector] if label != "before" else [flip]
+                        cli_wall(root, video, folder / "cli.csv", args)  # warm the file cache
+                        wall = cli_wall(root, video, folder / "cli.csv", args)
+                        results["cli"][f"{label} {' '.join(args)}"] = wall
+                        if label == "before":
+                            break
         results["load_after"] = os.getloadavg()
     print()
     print(format_table(results["rows"]))

@@ -30,10 +30,10 @@ def _predictor(model: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _detector(min_face: float):
-    from bregflax.detect import FaceDetector
+def _detector(min_face: float, name: str = "yunet"):
+    from bregflax.yunet import make_detector
 
-    return FaceDetector(min_size=min_face)
+    return make_detector(name, min_face)
 
 
 def _face(box, names, probs=None, va=None) -> dict:
@@ -47,7 +47,15 @@ def _face(box, names, probs=None, va=None) -> dict:
     return face
 
 
-def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=None) -> list:
+def detect_emotions(
+    image,
+    *,
+    model: str = "fer2013",
+    predictor=None,
+    min_face=None,
+    detector: str = "yunet",
+    align: bool = True,
+) -> list:
     """Every face in ``image``, largest first: ``[{"box", "label", "probs"}, ...]``.
 
     ``image``: a path, or an array: RGB (H, W, 3) or gray (H, W), uint8 or float in [0, 1]
@@ -56,8 +64,10 @@ def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=N
     (a valence/arousal model gives ``valence`` and ``arousal`` instead or as well).
     ``model``: a shipped model's name; ``predictor``: a
     :class:`~bregflax.predictor.Predictor` of your own instead. ``min_face``: the smallest
-    face side in pixels (default: the model's 48-pixel input). Raises FileNotFoundError or
-    ValueError for a file it cannot read or an array it cannot use.
+    face side in pixels (default: the model's 48-pixel input). ``detector``: ``"yunet"``
+    (a small CNN shipped in the package) or ``"haar"`` (OpenCV's cascade); ``align``: turn
+    YuNet's crops so the eyes are level. Raises FileNotFoundError or ValueError for a file
+    it cannot read or an array it cannot use.
     """
     from pathlib import Path
 
@@ -68,7 +78,9 @@ def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=N
     from bregflax.detect import MIN_FACE
     from bregflax.predictor import as_uint8
 
-    options = inference.Options(min_face=min_face or MIN_FACE)  # ValueError for a bad one
+    options = inference.Options(  # ValueError for a bad one
+        min_face=min_face or MIN_FACE, detector=detector, align=align
+    )
     if isinstance(image, np.ndarray):
         image, path = as_uint8(image), "<array>"
         if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3))):
@@ -82,8 +94,9 @@ def detect_emotions(image, *, model: str = "fer2013", predictor=None, min_face=N
             )
     predictor = predictor or _predictor(model)
     frame = inference.Frame(path=path, image=image)
-    boxes, source = inference.face_boxes(frame, options, _detector(float(options.min_face)))
-    crops, errors = inference.crops(frame, boxes, source, predictor, options.margin)
+    found = _detector(float(options.min_face), options.detector)
+    boxes, source = inference.face_boxes(frame, options, found)
+    crops, errors = inference.crops(frame, boxes, source, predictor, options.margin, align)
     kept = [i for i, error in enumerate(errors) if not error]
     if not kept:
         return []
@@ -101,6 +114,8 @@ def video_emotions(
     predictor=None,
     min_face=None,
     redetect_every=None,
+    detector: str = "yunet",
+    align: bool = True,
 ):
     """One row per face in every ``every``-th frame of the video at ``path``, as read.
 
@@ -108,7 +123,8 @@ def video_emotions(
     ``face`` (its index in the frame, largest first), ``box``, ``label`` and ``probs`` (as
     :func:`detect_emotions`). Frames without a face give no row. The video is streamed:
     memory does not grow with its length. ``redetect_every``: the whole frame is searched
-    every that many frames read (see ``bregflax predict --help``). A file that cannot be
+    every that many frames read (see ``bregflax predict --help``); ``detector`` and
+    ``align`` as for :func:`detect_emotions`. A file that cannot be
     read raises FileNotFoundError or ValueError; frames missing at the end of a damaged
     file give a warning.
     """
@@ -119,7 +135,10 @@ def video_emotions(
 
     predictor = predictor or _predictor(model)
     options = inference.Options(
-        min_face=min_face or MIN_FACE, redetect_every=redetect_every or REDETECT_EVERY
+        min_face=min_face or MIN_FACE,
+        redetect_every=redetect_every or REDETECT_EVERY,
+        detector=detector,
+        align=align,
     )
     for row in inference.run(predictor, [str(path)], options, every, progress=False):
         status = row["status"]

@@ -22,7 +22,8 @@ COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", "
 
 
 def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
-    """A BGR copy of the frame with each classified face's box and label drawn on it."""
+    """A BGR copy of the frame with each classified face's box and label (and landmarks,
+    where the detector gave them: eyes blue, nose and mouth orange) drawn on it."""
     image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for row in rows:
@@ -35,6 +36,9 @@ def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
         if "valence" in row:
             text += f" v{row['valence']:+.2f} a{row['arousal']:+.2f}"
         cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), thickness)
+        for k, (px, py) in enumerate(row.get("landmarks") or ()):  # eyes, nose, mouth
+            colour = (255, 128, 0) if k < 2 else (0, 200, 255)
+            cv2.circle(image, (int(round(px)), int(round(py))), 2 * thickness, colour, -1)
         origin, scale = (x, max(y - 4, 12)), max(0.4, h / 200)
         font = cv2.FONT_HERSHEY_SIMPLEX
         cv2.putText(image, text, origin, font, scale, (0, 255, 0), thickness)

@@ -1,10 +1,11 @@
 """The engine behind ``bregflax predict``: frames -> face boxes -> crops -> batches -> rows.
 
 Inputs are found and decoded by :mod:`bregflax.data.media`; each photo or sampled video
-frame becomes a :class:`Frame`. Its faces come from the Haar cascade
-(:mod:`bregflax.detect`), from the user's ``--boxes`` file (:mod:`bregflax.boxes`), or are the whole
-image (``--no-detect``); they are cropped as the training data were
-(:mod:`bregflax.data.faces`) and classified in batches by a
+frame becomes a :class:`Frame`. Its faces come from YuNet (:mod:`bregflax.yunet`; its crops
+turned so the eyes are level) or the Haar cascade (:mod:`bregflax.detect`), from the
+user's ``--boxes`` file (:mod:`bregflax.boxes`), or are the whole image (``--no-detect``);
+they are cropped as the training data were (:mod:`bregflax.data.faces`) and classified in
+batches by a
 :class:`~bregflax.predictor.Predictor`. Every face becomes a row: path, frame, time, box,
 class probabilities, label, valence and arousal. A frame with no face gets a ``no_face`` row,
 an unreadable file, unusable box or unwritable annotation an ``error`` row, a video that ends
@@ -36,11 +37,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import detect
+from bregflax import detect, yunet
 from bregflax.annotate import Annotations
 from bregflax.boxes import Boxes
 from bregflax.data import faces, media
-from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY, FaceDetector
+from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
 from bregflax.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
@@ -133,7 +134,9 @@ def check_min_face(min_face: float) -> float:
 class Options:
     """How :func:`run` finds, crops and annotates faces; checked when made (ValueError)."""
 
-    detect: bool = True  # Haar cascade; False: the whole image is the face
+    detect: bool = True  # False: the whole image is the face
+    detector: str = "yunet"  # or "haar" (the Haar cascade)
+    align: bool = True  # turn crops so the eyes are level (where the detector gives eyes)
     margin: float = FER2013_MARGIN  # from 0 to MAX_MARGIN
     min_face: float = MIN_FACE  # pixels (below 1: fraction of the shorter side)
     redetect_every: int = REDETECT_EVERY  # video: whole-frame search every N frames
@@ -155,6 +158,8 @@ class Options:
         for name in ("batch_size", "redetect_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.detector not in yunet.DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(yunet.DETECTORS)}")
         if self.boxes is not None and not isinstance(self.boxes, Boxes):
             self.boxes = Boxes(self.boxes)
 
@@ -177,12 +182,21 @@ def face_boxes(frame: Frame, options: Options, detector) -> tuple[list, str]:
 
 
 def crops(
-    frame: Frame, boxes: list, source: str, predictor: Predictor, margin: float
+    frame: Frame, boxes: list, source: str, predictor: Predictor, margin: float, align=False
 ) -> tuple[list, list[str]]:
-    """Each box's crop at the model's size (None for a bad box) and its error text."""
+    """Each box's crop at the model's size (None for a bad box) and its error text;
+    with ``align``, a box with landmarks (:class:`bregflax.yunet.Face`) is cropped eye-level."""
     out, errors = [], []
     for box in boxes:
         try:
+            if align and getattr(box, "landmarks", None) is not None:
+                size, channels = predictor.image_size, predictor.channels
+                crop = yunet.crop_aligned(
+                    frame.image, box, size=size, channels=channels, margin=margin
+                )
+                out.append(crop)
+                errors.append("")
+                continue
             out.append(
                 faces.crop_face(
                     frame.image,
@@ -211,6 +225,8 @@ def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
     rows = []
     for i, box in enumerate(boxes):
         row = {**base, "face": i, "box": [round(float(v), 1) for v in box], "source": source}
+        if getattr(box, "landmarks", None) is not None:
+            row["landmarks"] = [[round(float(v), 1) for v in p] for p in box.landmarks]
         if errors[i]:
             rows.append({**row, "status": "error", "error": errors[i]})
             continue
@@ -250,7 +266,7 @@ def run(
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     use_detector = options.detect and (options.boxes is None or options.boxes_fallback)
-    detector = FaceDetector(min_size=options.min_face) if use_detector else None
+    detector = yunet.make_detector(options.detector, options.min_face) if use_detector else None
     inputs = collected if collected is not None else media.collect(paths)
     annotations = options.annotate
     if annotations is not None and not isinstance(annotations, Annotations):
@@ -331,7 +347,7 @@ def _prepared(
         boxes, source, cs, errors = [], "", [], []
         if frame.image is not None:
             boxes, source = face_boxes(frame, options, detector)
-            cs, errors = crops(frame, boxes, source, predictor, options.margin)
+            cs, errors = crops(frame, boxes, source, predictor, options.margin, options.align)
         if not keep_images:
             frame.image = None  # keep only the crops until the batch runs
         yield frame, boxes, source, cs, errors

@@ -2,11 +2,12 @@
 
     bregflax predict photo.jpg faces/ clip.mp4 --every 10 --out predictions.csv
 
-Paths are image files, folders (searched recursively) and videos. Each face found by the
-Haar cascade (:mod:`bregflax.detect`), given in ``--boxes FILE``, or the whole image
-(``--no-detect``) becomes a row: path, frame, time, box, class probabilities, label,
-valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
-an ``error`` row and a line in the closing summary, and the rest are still processed.
+Paths are image files, folders (searched recursively) and videos. Each face found by
+YuNet (:mod:`bregflax.yunet`, the default; ``--detector haar``: the Haar cascade), given
+in ``--boxes FILE``, or the whole image (``--no-detect``) becomes a row: path, frame, time,
+box, class probabilities, label, valence and arousal. An image with no face gets a
+``no_face`` row; an unreadable file gets an ``error`` row and a line in the closing
+summary, and the rest are still processed.
 
 This module is the command line and the rows' output (CSV or JSON lines, the closing
 summary): the engine is :mod:`bregflax.inference`, the model
@@ -45,12 +46,16 @@ files:
   are annotated as .png. The same file named twice is read once.
 
 finding faces:
-  Each image is searched scaled so that a --min-face face is 24 pixels (the cascade's
-  window): a 640x480 frame is searched at 320x240 by default. In a video the whole frame is
-  searched every --redetect-every frames, and in between each face is looked for near where
-  it was (the whole frame again as soon as one is not found, and on every frame while no
-  face is followed): a face that comes into view while others are followed may be found
-  up to K-1 frames late.
+  --detector yunet (default): YuNet, a small CNN shipped in the package (Apache 2.0, its
+  licence in bregflax/weights/yunet/), which also finds the eyes: each crop is turned so
+  the eyes are level (--no-align: not turned). --detector haar: OpenCV's Haar cascade.
+  Each image is searched scaled so that a --min-face face is 32 pixels for YuNet (chosen
+  by measurement, docs/performance.md) or 24 for the cascade (its window): by default a
+  640x480 frame is searched at 427x320 by YuNet and at 320x240 by the cascade. In a video
+  the whole frame is searched every --redetect-every frames, and in between each face is
+  looked for near where it was (the whole frame again as soon as one is not found, and on
+  every frame while no face is followed): a face that comes into view while others are
+  followed may be found up to K-1 frames late.
 
 sizes and damage:
   Photos over 4096x4096 pixels are searched for faces at reduced size (boxes are given in
@@ -123,6 +128,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "image with --no-detect) instead of having no face",
     )
     p.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
+    p.add_argument(
+        "--detector",
+        choices=("yunet", "haar"),
+        default="yunet",
+        help="yunet: a small CNN shipped in the package, with eye landmarks (default); "
+        "haar: OpenCV's Haar cascade",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not turn YuNet's crops so the eyes are level (the cascade's are never turned)",
+    )
     margin_help = (
         f"fraction of the box added on each side, 0 to {inference.MAX_MARGIN:g} "
         f"(default {FER2013_MARGIN}: FER2013's framing)"
@@ -130,7 +147,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--margin", type=_checked(inference.check_margin), help=margin_help)
     min_face_help = (
         f"smallest face side in pixels (below 1: fraction of the shorter side; default "
-        f"{MIN_FACE}, the model's input); images are searched scaled so that it is 24 pixels"
+        f"{MIN_FACE}, the model's input); images are searched scaled so that it is 32 pixels "
+        "(YuNet) or 24 (the cascade)"
     )
     p.add_argument("--min-face", type=_checked(inference.check_min_face), help=min_face_help)
     p.set_defaults(margin=FER2013_MARGIN, min_face=MIN_FACE)
@@ -196,6 +214,8 @@ def _setup(args: argparse.Namespace):
         predictor = dataclasses.replace(predictor, flip=args.flip)
     options = inference.Options(
         detect=not args.no_detect,
+        detector=args.detector,
+        align=not args.no_align,
         margin=args.margin,
         min_face=args.min_face,
         redetect_every=args.redetect_every,

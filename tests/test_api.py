@@ -39,10 +39,10 @@ def test_import_is_cheap(repo_root):
 
 def test_detect_emotions_on_an_array_and_a_path(fer2013_dir, tmp_path):
     image = _scene(fer2013_dir)
-    found = bregflax.detect_emotions(image)
+    found = bregflax.detect_emotions(image, align=False)
     assert len(found) == 2 and [sorted(f) for f in found] == [["box", "label", "probs"]] * 2
     predictor = Predictor.from_pretrained()
-    for f in found:  # each face as the Predictor classifies its crop
+    for f in found:  # each face as the Predictor classifies its (unturned) crop
         assert len(f["box"]) == 4 and all(isinstance(v, int) for v in f["box"])
         crop = faces.crop_face(image, f["box"], size=48, channels=1, margin=FER2013_MARGIN)
         want = predictor.predict_faces(crop[None])["probs"][0]
@@ -52,13 +52,16 @@ def test_detect_emotions_on_an_array_and_a_path(fer2013_dir, tmp_path):
     xs = sorted(f["box"][0] for f in found)
     assert abs(xs[0] - 60) < 20 and abs(xs[1] - 380) < 20
     cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    from_path = bregflax.detect_emotions(tmp_path / "p.png")
+    from_path = bregflax.detect_emotions(tmp_path / "p.png")  # default: YuNet, eye-level
     assert [f["box"] for f in from_path] == [f["box"] for f in found]
     # The same rows as `bregflax predict` writes for that file.
     code = predict.main([str(tmp_path / "p.png"), "--format", "jsonl", "--no-progress",
                          "--out", str(tmp_path / "p.jsonl")])  # fmt: skip
     rows = [json.loads(line) for line in open(tmp_path / "p.jsonl")]
-    assert code == 0 and [r["name"] for r in rows] == [f["label"] for f in found]
+    assert code == 0 and [r["name"] for r in rows] == [f["label"] for f in from_path]
+    assert [r["probs"] for r in rows] == [
+        {k: round(v, 6) for k, v in f["probs"].items()} for f in from_path
+    ]
     gray = bregflax.detect_emotions(image[..., 0].astype(np.float32) / 255)
     assert len(gray) == 2
 

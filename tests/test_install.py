@@ -50,6 +50,9 @@ def installed(tmp_path_factory, repo_root):
         "bregflax/weights/fer2013/params.msgpack",
         "bregflax/weights/fer2013/config.json",
         "bregflax/weights/fer2013/meta.json",
+        "bregflax/weights/yunet/yunet_n_640_640.onnx",
+        "bregflax/weights/yunet/LICENSE",
+        "bregflax/weights/yunet/README.md",
     }
     assert shipped <= names, shipped - names
 
@@ -94,3 +97,32 @@ def test_reproduce_predict_and_evaluate_from_the_wheel(installed):
 
     evaluated = run([bregflax, "evaluate", f"--workdir={run_dir}"], outside, env)
     assert (run_dir / "eval" / "val.json").exists(), evaluated.stdout
+
+
+def test_default_predict_finds_faces_with_the_shipped_yunet_offline(installed, fer2013_dir):
+    """The default ``bregflax predict`` (no --detector) finds a face in a photo with the YuNet
+    file inside the installed wheel, with every proxy pointing nowhere: nothing is fetched."""
+    import cv2
+
+    env_dir, outside, env = installed
+    offline = {**env, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    offline.update(http_proxy=offline["HTTP_PROXY"], https_proxy=offline["HTTPS_PROXY"])
+    python = env_dir / "bin" / "python"
+    code = "import bregflax.yunet as y; print(y.MODEL_PATH); y.network()"
+    where = Path(run([python, "-c", code], outside, offline).stdout.strip())
+    assert where.is_file() and where.resolve().is_relative_to(env_dir.resolve()), where
+
+    face = np.load(fer2013_dir / "val.npz")["images"][3]
+    photo = np.full((480, 640, 3), 110, np.uint8)
+    photo[100:260, 200:360] = cv2.resize(face, (160, 160))[..., None]
+    cv2.imwrite(str(outside / "photo.png"), photo)
+    out = outside / "rows.jsonl"
+    run([env_dir / "bin" / "bregflax", "predict", "--no-progress", "--out", out, "photo.png"],
+        outside, offline)  # fmt: skip
+    import json
+
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["status"] == "ok" and row["source"] == "detector", row
+    assert len(row["landmarks"]) == 5  # only YuNet gives landmarks: the default is YuNet
+    x, y, w, h = row["box"]
+    assert abs(x + w / 2 - 280) < 30 and abs(y + h / 2 - 180) < 30 and 120 < w < 200, row

@@ -135,7 +135,7 @@ def test_help_states_the_rules():
         "A frame with no row in it has no face (a no_face row) unless --boxes-fallback",
         "fraction of the box added on each side, 0 to 1",
         "2 a usage error, told in one line (--verbose adds the traceback)",
-        "a 640x480 frame is searched at 320x240 by default",
+        "640x480 frame is searched at 427x320 by YuNet and at 320x240 by the cascade",
         "may be found up to K-1 frames late",
     ):
         assert rule in text
