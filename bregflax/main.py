@@ -13,6 +13,11 @@ the checkpoints) are one line and exit status 2, ``--verbose`` shows the traceba
 
 from __future__ import annotations
 
+from bregflax import xla_cpu
+
+if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
+    xla_cpu.reexec_with_hugepages()
+
 import argparse
 import sys
 from collections.abc import Sequence
@@ -21,7 +26,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, train, xla_cpu
+from bregflax import checkpoints, configs, data, train
 
 OVERRIDE_PREFIX = "--config."
 
@@ -137,5 +142,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    xla_cpu.reexec_with_hugepages()
     main()
