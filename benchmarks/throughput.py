@@ -265,8 +265,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.convs = [c for c in args.convs.split(",") if c]
     for c in args.convs:
-        if c != "auto" and c not in conv.CONVS:
-            parser.error(f"unknown conv {c!r}; choose from auto, {', '.join(conv.CONVS.names())}")
+        if c not in conv.CONVS:
+            parser.error(f"unknown conv {c!r}; choose from {', '.join(conv.CONVS.names())}")
     for m in args.models:
         if m not in MODELS:
             parser.error(f"unknown model {m!r}; choose from {MODELS}")

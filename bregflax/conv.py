@@ -8,7 +8,9 @@ strided loop instead of its tiled transpose (docs/performance.md, Finding 6).
 ``"phased"`` is ``"materialized"`` whose stride-2 convolutions also take their input
 gradient through ``phase_conv``: XLA:CPU computes a strided conv's input gradient as an
 lhs-dilated convolution, its slow path, where the phases give a plain convolution
-(docs/performance.md, Finding 9). ``"auto"`` is ``"phased"`` on CPU and ``"xla"`` elsewhere.
+(docs/performance.md, Finding 9). ``"auto"`` is ``"phased"`` where the program is lowered
+for the CPU and ``"xla"`` elsewhere (``lax.platform_dependent``: a step traced on a CPU host
+and exported for cuda or tpu carries no CPU-only code).
 All three compute the same values, and gradients equal to float32 rounding.
 """
 
@@ -179,8 +181,31 @@ phased_conv = _registered(
 )
 
 
+@CONVS.register("auto")
+def auto_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    precision=None,
+) -> jax.Array:
+    """``phased_conv`` in a program lowered for the CPU, ``lax.conv_general_dilated`` in one
+    lowered for any other platform: the choice is made at lowering, so the compiler sees
+    one of them only."""
+    static = (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
+    static += (feature_group_count, precision)
+    return lax.platform_dependent(
+        lhs,
+        rhs,
+        cpu=lambda x, w: phased_conv(x, w, *static),
+        default=lambda x, w: _lax_conv(x, w, *static),
+    )
+
+
 def get(name: str) -> Callable:
-    """The implementation called ``name``; ``"auto"`` picks by the default backend."""
-    if name == "auto":
-        name = "phased" if jax.default_backend() == "cpu" else "xla"
+    """The implementation called ``name`` (``"auto"`` picks by the lowering platform)."""
     return CONVS.get(name)

@@ -11,6 +11,11 @@ that cannot be written) are one line and exit status 2; ``--verbose`` shows the 
 
 from __future__ import annotations
 
+from bregflax import xla_cpu
+
+if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
+    xla_cpu.reexec_with_hugepages()
+
 import argparse
 import csv
 import json
@@ -25,7 +30,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from bregflax import checkpoints, metrics, plots, report, train, xla_cpu
+from bregflax import checkpoints, metrics, plots, report, train
 from bregflax import data as data_lib
 from bregflax.data import pipeline
 from bregflax.parallel import Parallel
@@ -249,5 +254,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    xla_cpu.reexec_with_hugepages()
     main()

@@ -13,7 +13,13 @@ the checkpoints) are one line and exit status 2, ``--verbose`` shows the traceba
 
 from __future__ import annotations
 
+from bregflax import xla_cpu
+
+if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
+    xla_cpu.reexec_with_hugepages()
+
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +27,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, train, xla_cpu
+from bregflax import checkpoints, configs, data, slurm, train
 
 OVERRIDE_PREFIX = "--config."
 
@@ -91,6 +97,7 @@ def initialize_distributed(args: argparse.Namespace) -> None:
         coordinator_address=args.coordinator_address,
         num_processes=args.num_processes,
         process_id=args.process_id,
+        local_device_ids=slurm.local_device_ids(os.environ),  # None: jax's own choice
     )
     logging.info(
         "process %d of %d, %d local / %d global devices",
@@ -121,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rest, overrides = split_overrides(argv)
         args = parser().parse_args(rest)
         config = config_from_args(args.config, overrides)
+        threads = slurm.input_threads(os.environ)
+        if threads and "data.num_threads" not in overrides:
+            config.data.num_threads = threads  # as many as SLURM's --cpus-per-task
         configs.validate(config)  # before the workdir exists
     except configs.ConfigError as e:
         user_error(e, verbose)
@@ -137,5 +147,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    xla_cpu.reexec_with_hugepages()
     main()

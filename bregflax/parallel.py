@@ -26,7 +26,10 @@ class Parallel:
 
     @classmethod
     def over_all_devices(cls) -> Parallel:
-        return cls(Mesh(np.asarray(jax.devices()), ("data",)))
+        """All devices of all processes along "data", in ``jax.make_mesh``'s order (which
+        follows the interconnect on TPUs and GPUs), with the sharding left to the compiler."""
+        auto = (jax.sharding.AxisType.Auto,)
+        return cls(jax.make_mesh((jax.device_count(),), ("data",), axis_types=auto))
 
     @property
     def batch(self) -> NamedSharding:
@@ -36,12 +39,16 @@ class Parallel:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
-    def check_batch_size(self, global_batch_size: int) -> None:
+    def check_batch_size(self, global_batch_size: int, name: str = "batch size") -> None:
+        """ConfigError unless ``global_batch_size`` splits evenly over the devices and the
+        processes (``name`` says which batch size, in the message)."""
         devices = self.mesh.devices.size
-        if global_batch_size % devices:
-            raise ConfigError(
-                f"batch size {global_batch_size} must be divisible by the {devices} devices"
-            )
+        processes = len({getattr(d, "process_index", 0) for d in self.mesh.devices.flat})
+        for count, what in ((devices, "devices"), (processes, "processes")):
+            if global_batch_size % count:
+                raise ConfigError(
+                    f"{name} {global_batch_size} must be divisible by the {count} {what}"
+                )
 
     def shard_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Assembles the global batch from this process's part of it (keys in DEVICE_KEYS)."""

@@ -16,6 +16,11 @@ how to prepare it; nothing falls back to other data.
 
 from __future__ import annotations
 
+from bregflax import xla_cpu
+
+if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
+    xla_cpu.reexec_with_hugepages()
+
 import argparse
 import json
 import os
@@ -29,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, evaluate, models, plots, tables, train, xla_cpu
+from bregflax import configs, evaluate, models, plots, tables, train
 from bregflax import data as data_lib
 from bregflax import state as state_lib
 from bregflax.configs import experiment
@@ -340,5 +345,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    xla_cpu.reexec_with_hugepages()
     main()

@@ -232,6 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     configs.validate(config)
     parallel = Parallel.over_all_devices()
     parallel.check_batch_size(config.batch_size)
+    parallel.check_batch_size(config.eval_batch_size, "config.eval_batch_size")
     workdir = checkpoints.prepare_workdir(workdir)
     lock = checkpoints.workdir_lock if jax.process_index() == 0 else contextlib.nullcontext
     with lock(workdir):

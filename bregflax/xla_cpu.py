@@ -16,14 +16,20 @@ large allocations on transparent huge pages when the tunable ``glibc.malloc.huge
 set, which glibc reads only when a process starts; ``reexec_with_hugepages`` therefore
 restarts the training commands once with it (docs/performance.md, Finding 10).
 
+Both are for the CPU backend only, and are skipped when jax will run on an accelerator:
+when ``JAX_PLATFORMS`` names another platform, or is unset while an accelerator plugin
+(``jax-cuda*-plugin``, ``jax-rocm*-plugin``, ``libtpu``) is installed. This is decided
+without importing jax (``cpu_only``), so the restart costs only Python's own start-up.
+
 Set ``BREGFLAX_XLA_DEFAULTS=0`` to turn both off.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -33,10 +39,39 @@ TESTED_JAXLIB = ("0.10.",)
 OPT_OUT = "BREGFLAX_XLA_DEFAULTS"
 TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+# Distributions that give jax a non-CPU backend (normalized names, by prefix).
+ACCELERATOR_PLUGINS = ("jax-cuda", "jax-rocm", "libtpu", "jax-tpu", "jax-metal")
 
 
 def _opted_out(environ: Mapping[str, str]) -> bool:
     return environ.get(OPT_OUT, "1") == "0"
+
+
+def cpu_only(environ: Mapping[str, str], installed: Iterable[str]) -> bool:
+    """Whether jax's default backend will be the CPU, decided without importing jax.
+
+    ``installed``: the names of the installed distributions. ``JAX_PLATFORMS`` (or the
+    older ``JAX_PLATFORM_NAME``) decides when set: only "cpu" is the CPU. Unset, jax takes
+    an accelerator whenever a plugin for one is installed, so any such plugin counts as one
+    (a CUDA plugin on a machine without a GPU is taken for a GPU: no CPU defaults then).
+    """
+    platforms = environ.get("JAX_PLATFORMS") or environ.get("JAX_PLATFORM_NAME") or ""
+    named = {p.strip().lower() for p in platforms.split(",") if p.strip()}
+    if named:
+        return named == {"cpu"}
+    names = (re.sub(r"[-_.]+", "-", name).lower() for name in installed)
+    return not any(name.startswith(ACCELERATOR_PLUGINS) for name in names)
+
+
+def _installed() -> list[str]:
+    """The installed distributions' names; from their folder names where possible, which is
+    a hundred times faster than reading every METADATA file."""
+    dists = metadata.distributions()
+    return [getattr(d, "_normalized_name", None) or d.metadata["Name"] or "" for d in dists]
+
+
+def _on_cpu() -> bool:
+    return cpu_only(os.environ, _installed())
 
 
 def with_defaults(environ: Mapping[str, str], jaxlib_version: str) -> str | None:
@@ -58,6 +93,8 @@ def apply() -> None:
     try:
         version = metadata.version("jaxlib")
     except metadata.PackageNotFoundError:
+        return
+    if not _on_cpu():
         return
     flags = with_defaults(os.environ, version)
     if flags is not None:
@@ -87,8 +124,10 @@ def with_hugepages(environ: Mapping[str, str], thp_mode: str, libc: str) -> str 
 def reexec_with_hugepages() -> None:
     """Restarts this process with ``with_hugepages``'s tunable, if it returns one.
 
-    Only for a program's entry point: it re-runs the command line the process started
-    with (``sys.orig_argv``), keeping its pid, environment and arguments.
+    Only for a program's entry point, and first thing, before jax and the other heavy
+    modules are imported: it re-runs the command line the process started with
+    (``sys.orig_argv``), keeping its pid, environment and arguments. Not on accelerators
+    (``cpu_only``).
     """
     try:
         thp_mode = THP_MODE.read_text()
@@ -96,7 +135,7 @@ def reexec_with_hugepages() -> None:
     except (OSError, ValueError, AttributeError):
         return
     tunables = with_hugepages(os.environ, thp_mode, libc)
-    if tunables is None:
+    if tunables is None or not _on_cpu():
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
+from jax import export, lax
 
 from bregflax import conv
 
@@ -174,8 +174,41 @@ def test_phased_input_gradients_of_strided_convs_are_plain_convolutions():
     assert "lhs_dilate=2x2" in _compiled_input_gradient("phased", kernel=(1, 1))
 
 
-def test_get_resolves_auto_by_platform_and_rejects_unknown_names():
-    expected = "phased" if jax.default_backend() == "cpu" else "xla"
-    assert conv.get("auto") is conv.CONVS.get(expected)
-    with pytest.raises(KeyError, match="materialized, phased, xla"):
+def _exported_gradient(impl: str, platform: str) -> str:
+    """The StableHLO of a strided conv's gradient, exported for ``platform`` from this host."""
+    f = conv.get(impl)
+
+    def loss(x, w):
+        return jnp.sum(jnp.sin(f(x, w, (2, 2), "SAME", dimension_numbers=NHWC)))
+
+    x, w = jnp.asarray(_random((2, 8, 8, 4), 0)), jnp.asarray(_random((3, 3, 4, 5), 1))
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return export.export(grad, platforms=[platform])(x, w).mlir_module()
+
+
+def test_auto_follows_the_platform_lowered_for():
+    """ "auto" is "phased" in a program lowered for the CPU (its materializing while loop is
+    there) and plain lax in one lowered for cuda or tpu, whatever this host's backend."""
+    assert "stablehlo.while" in _exported_gradient("phased", "cuda")  # phased everywhere
+    assert "stablehlo.while" in _exported_gradient("auto", "cpu")
+    assert "stablehlo.while" not in _exported_gradient("auto", "cuda")
+    assert "stablehlo.while" not in _exported_gradient("auto", "tpu")
+
+
+def test_auto_computes_phased_on_this_cpu_with_one_program():
+    x, w = jnp.asarray(_random((2, 9, 9, 3), 2)), jnp.asarray(_random((3, 3, 3, 4), 3))
+
+    def grads(impl):
+        f = conv.get(impl)
+        loss = lambda x, w: jnp.sum(f(x, w, (2, 2), "SAME", dimension_numbers=NHWC) ** 2)  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+    for got, want in zip(grads("auto")(x, w), grads("phased")(x, w), strict=True):
+        np.testing.assert_array_equal(got, want)
+    compiled = grads("auto").lower(x, w).compile().as_text()
+    assert "conditional" not in compiled  # resolved at lowering, not at run time
+
+
+def test_get_rejects_unknown_names():
+    with pytest.raises(KeyError, match="auto, materialized, phased, xla"):
         conv.get("fast")

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
@@ -23,6 +24,22 @@ def test_batch_size_must_divide_over_the_devices():
     with pytest.raises(ValueError, match="batch size 30 must be divisible by the 4 devices"):
         Parallel.check_batch_size(four, 30)
     Parallel.over_all_devices().check_batch_size(32)
+
+
+def test_batch_size_must_divide_over_the_processes():
+    """Two devices on one process and one on another: 3 devices, 2 processes."""
+    devices = np.array([SimpleNamespace(process_index=p) for p in (0, 0, 1)], object)
+    three = SimpleNamespace(mesh=SimpleNamespace(devices=devices))
+    Parallel.check_batch_size(three, 6, "config.eval_batch_size")
+    with pytest.raises(ValueError, match="config.eval_batch_size 3 must be divisible by the 2 pro"):
+        Parallel.check_batch_size(three, 3, "config.eval_batch_size")
+
+
+def test_the_mesh_is_jax_make_mesh():
+    mesh = Parallel.over_all_devices().mesh
+    want = jax.make_mesh((jax.device_count(),), ("data",))
+    assert list(mesh.devices.flat) == list(want.devices.flat)
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,)  # sharding left to the compiler
 
 
 def test_shard_batch_sends_the_device_keys_only():

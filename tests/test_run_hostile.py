@@ -301,12 +301,13 @@ def test_resuming_under_another_model_is_refused(trained_run, trained_run_config
         ("model.name=BReGNet40", "unknown model 'BReGNet40'; did you mean BReGNet45"),
         ("best_metric=val/acc", "'val/acc' is not logged by a 'both' head"),
         ("batch_size=33", "batch size 33 must be divisible by the"),
+        ("eval_batch_size=33", "config.eval_batch_size 33 must be divisible by the 2 devices"),
     ],
 )
 def test_numbers_no_run_can_use_stop_before_the_workdir_exists(
     tmp_path, capsys, tiny_args, monkeypatch, override, message
 ):
-    if override == "batch_size=33":  # unusable on two devices
+    if override.endswith("batch_size=33"):  # unusable on two devices
         two = SimpleNamespace(mesh=SimpleNamespace(devices=np.empty((2,), object)))
         two.check_batch_size = functools.partial(Parallel.check_batch_size, two)
         monkeypatch.setattr(Parallel, "over_all_devices", lambda: two)

@@ -181,3 +181,73 @@ def test_hugepages_spare_xla_buffers_the_page_faults():
     huge = float(_run(code, {"GLIBC_TUNABLES": f"{xla_cpu.TUNABLE}=1"}))
     assert plain > 60_000  # every 4 KiB page of the 256 MiB output
     assert huge < plain / 20
+
+
+@pytest.mark.parametrize(
+    "env, installed, want",
+    [
+        ({}, ["jax", "jaxlib", "flax"], True),
+        ({"JAX_PLATFORMS": ""}, ["jax", "jaxlib"], True),  # empty is unset, to jax
+        ({"JAX_PLATFORMS": "cpu"}, ["jax", "jax_cuda12_plugin", "libtpu"], True),
+        ({"JAX_PLATFORMS": "cuda"}, ["jax"], False),
+        ({"JAX_PLATFORMS": "cuda,cpu"}, ["jax"], False),
+        ({"JAX_PLATFORMS": "tpu"}, ["jax"], False),
+        ({"JAX_PLATFORM_NAME": "gpu"}, ["jax"], False),
+        ({}, ["jax", "jax-cuda12-plugin", "jax-cuda12-pjrt"], False),
+        ({}, ["jax", "jax_cuda13_plugin"], False),
+        ({}, ["jax", "libtpu"], False),
+        ({}, ["jax", "libtpu-nightly"], False),
+        ({}, ["jax", "jax-rocm7-plugin"], False),
+    ],
+)
+def test_cpu_only_from_the_environment_and_the_installed_plugins(env, installed, want):
+    assert xla_cpu.cpu_only(env, installed) is want
+
+
+def test_no_cpu_flags_for_an_accelerator(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(xla_cpu.OPT_OUT, raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu")
+    xla_cpu.apply()
+    assert "XLA_FLAGS" not in os.environ
+
+
+def test_installed_names_are_those_importlib_metadata_knows():
+    names = set(xla_cpu._installed())
+    assert {"jax", "jaxlib"} <= {n.replace("_", "-").lower() for n in names}
+
+
+SPY_ON_JAX = (
+    "import runpy, sys\n"
+    "class Spy:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'jax':\n"
+    "            print('import jax', flush=True)\n"
+    "print('start', flush=True)\n"
+    "sys.meta_path.insert(0, Spy())\n"
+    "sys.argv = ['bregflax', '--help']\n"
+    "runpy.run_module('bregflax.{module}', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "module, platforms",
+    [
+        ("main", "cpu"),
+        ("main", "cuda"),
+        ("main", "tpu"),
+        ("evaluate", "cpu"),
+        ("reproduce", "cuda"),
+    ],
+)
+def test_training_commands_restart_on_cpu_only_and_before_jax_is_imported(module, platforms):
+    """A command as ``bregflax train`` runs it (runpy, as ``python -m``): on the CPU it restarts
+    before importing jax, on an accelerator it does not restart. ``--help`` stops before a
+    backend starts, so no accelerator is needed."""
+    code = SPY_ON_JAX.format(module=module)
+    out = _run(code, {"JAX_PLATFORMS": platforms}).splitlines()
+    lines = [line for line in out if line in ("start", "import jax")]
+    if platforms == "cpu" and _system_takes_the_tunable():
+        assert lines == ["start", "start", "import jax"]
+    else:
+        assert lines == ["start", "import jax"]
