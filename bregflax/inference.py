@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import detect
+from bregflax import detect, safe_io
 from bregflax.annotate import Annotations
 from bregflax.boxes import Boxes
 from bregflax.data import faces, media
@@ -60,7 +60,9 @@ class Frame:
     warning: str = ""  # a frame-less note about the file (frames its video lacks)
 
 
-def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
+def frames(
+    path: Path, rel: str, every: int, max_bytes: int = safe_io.MAX_IMAGE_BYTES
+) -> Iterator[Frame]:
     """The frames of one input: one for a photo, every ``every``-th for a video.
 
     A video whose frames stop before the count its header gives, or some of whose frames
@@ -70,6 +72,11 @@ def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
         yield Frame(str(path), None, error="no such file")
         return
     if not media.is_video(path):
+        try:
+            safe_io.check_size(path, max_bytes, "--max-file-size")
+        except safe_io.FileTooLargeError as e:
+            yield Frame(str(path), None, error=f"not read: {e}")
+            return
         image = media.read_image(path)
         error = "" if image is not None else "cannot decode image"
         yield Frame(str(path), image, error=error, rel=rel)
@@ -87,10 +94,10 @@ def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
         yield Frame(str(path), None, error=f"cannot decode video (no frames read){header}")
         return
     missing = []
-    if count > read:
+    if video.ends_early():
         missing.append(
             f"frames {ranges(range(read, count))} missing: only {read} of the {count} frames "
-            "its header gives could be read (truncated or damaged file?)"
+            f"its header gives could be read{video.time_note()} (truncated or damaged file?)"
         )
     if undecoded:
         missing.append(f"frame(s) {ranges(undecoded)} could not be decoded")
@@ -145,6 +152,7 @@ class Options:
     annotate: Annotations | str | Path | None = None
     batch_size: int = 64
     verbose: bool = False  # print the traceback of a file that fails
+    max_file_bytes: int = safe_io.MAX_IMAGE_BYTES  # larger image files are refused unread
 
     def __post_init__(self):
         for name, check in (("margin", check_margin), ("min_face", check_min_face)):
@@ -327,7 +335,7 @@ def _prepared(
     are followed from frame to frame by a tracker of its own."""
     if detector is not None and media.is_video(entry.path):
         detector = detect.FaceTracker(detector, options.redetect_every)
-    for frame in frames(entry.path, entry.rel, every):
+    for frame in frames(entry.path, entry.rel, every, options.max_file_bytes):
         boxes, source, cs, errors = [], "", [], []
         if frame.image is not None:
             boxes, source = face_boxes(frame, options, detector)
