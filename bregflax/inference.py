@@ -60,9 +60,7 @@ class Frame:
     warning: str = ""  # a frame-less note about the file (frames its video lacks)
 
 
-def frames(
-    path: Path, rel: str, every: int, max_bytes: int = safe_io.MAX_IMAGE_BYTES
-) -> Iterator[Frame]:
+def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
     """The frames of one input: one for a photo, every ``every``-th for a video.
 
     A video whose frames stop before the count its header gives, or some of whose frames
@@ -72,11 +70,6 @@ def frames(
         yield Frame(str(path), None, error="no such file")
         return
     if not media.is_video(path):
-        try:
-            safe_io.check_size(path, max_bytes, "--max-file-size")
-        except safe_io.FileTooLargeError as e:
-            yield Frame(str(path), None, error=f"not read: {e}")
-            return
         image = media.read_image(path)
         error = "" if image is not None else "cannot decode image"
         yield Frame(str(path), image, error=error, rel=rel)
@@ -335,7 +328,8 @@ def _prepared(
     are followed from frame to frame by a tracker of its own."""
     if detector is not None and media.is_video(entry.path):
         detector = detect.FaceTracker(detector, options.redetect_every)
-    for frame in frames(entry.path, entry.rel, every, options.max_file_bytes):
+    too_large = _too_large(entry.path, options.max_file_bytes)
+    for frame in [too_large] if too_large else frames(entry.path, entry.rel, every):
         boxes, source, cs, errors = [], "", [], []
         if frame.image is not None:
             boxes, source = face_boxes(frame, options, detector)
@@ -343,6 +337,17 @@ def _prepared(
         if not keep_images:
             frame.image = None  # keep only the crops until the batch runs
         yield frame, boxes, source, cs, errors
+
+
+def _too_large(path: Path, limit: int) -> Frame | None:
+    """The error frame of an image file over ``limit`` bytes, found before it is read."""
+    if media.is_video(path) or not path.is_file():
+        return None
+    try:
+        safe_io.check_size(path, limit, "--max-file-size")
+    except safe_io.FileTooLargeError as e:
+        return Frame(str(path), None, error=f"not read: {e}")
+    return None
 
 
 def _ahead(items: Iterator, most: int) -> Iterator:
