@@ -466,6 +466,27 @@ def quiet_exit(code: int) -> None:
     os._exit(code)
 
 
+RESOURCE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EPIPE)
+_RESOURCE_TEXT = re.compile(
+    r"No space left|File too large|Disk quota exceeded|Read-only file system", re.IGNORECASE
+)
+
+
+def resource_error(e: BaseException) -> str:
+    """What ran out, in words, if ``e`` (or an error it wraps) is a full disk, a file size
+    limit, a quota, a read-only file system or a closed pipe; "" otherwise."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS:
+            return write_error(e)
+        match = _RESOURCE_TEXT.search(str(e))
+        if match:
+            return match.group().lower()
+        e = e.__cause__ or e.__context__
+    return ""
+
+
 def write_error(e: OSError) -> str:
     """A write failure in words: disk full, file too large, closed pipe, or its strerror."""
     known = {
