@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         what = safe_io.resource_error(e)
         if not what or args.verbose:
             raise
-        print(f"error: cannot write the reports: {what}; no report was half-written", file=sys.stderr)
+        print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
         safe_io.quiet_exit(2)
     out = Path(args.out) if args.out else Path(args.workdir) / "eval"
     table = out / f"{args.split}_table.md"
