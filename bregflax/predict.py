@@ -39,12 +39,17 @@ __all__ = ["Predictor", "main", "parse_args"]
 PROG = "bregflax predict"
 EPILOG = """\
 files:
-  Nothing is written over an input: --out naming an input (or the --boxes file) is refused,
-  and an annotated copy whose name is taken by an input or by an earlier copy of this run
-  gets .annotated or -2 added (the summary lists them). Rows are written as each file is
-  done, so a crash loses at most the file being processed. Annotated copies keep each
-  input's path under its folder; inputs OpenCV cannot write in colour (.pgm, no suffix)
-  are annotated as .png. The same file named twice is read once.
+  Nothing is written over an input or a file of yours: --out naming an input (or the
+  --boxes file) by any route, a symbolic link, or an existing file that is not an earlier
+  predict output, is refused; an annotated copy is created only where no file, link or
+  folder is (a name taken gets .annotated or -2 added; the summary lists them). Rows are
+  written as each file is done, so a crash loses at most the file being processed; a
+  second predict on the same --out is refused while the first runs. Names that are not
+  UTF-8 are written with each such byte as \\xNN (bregflax.safe_io.path_from_text reads
+  them back); values that are not finite are written as null (CSV: empty), the error
+  column says which. Image files over --max-file-size are error rows, refused unread.
+  Annotated copies keep each input's path under its folder; inputs OpenCV cannot write in
+  colour (.pgm, no suffix) are annotated as .png. The same file named twice is read once.
 
 finding faces:
   Each image is searched scaled so that a --min-face face is 24 pixels (the cascade's
@@ -66,7 +71,9 @@ sizes and damage:
 
 exit status:
   0 done; 1 some file, face box or annotation could not be used (its rows say why);
-  2 a usage error, told in one line (--verbose adds the traceback)."""
+  2 a usage error, told in one line (--verbose adds the traceback), or --out or standard
+  output could not be written (disk full, a file size limit, a closed pipe), one line too;
+  130 Ctrl-C, 143 SIGTERM: the rows of the files done are kept."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,6 +205,19 @@ def check_out(out: str, inputs: list[media.Input], boxes: str | None) -> None:
             )
     if boxes and media.identity(boxes) == key:
         raise ValueError(f"--out {out} is the --boxes file: choose another file name")
+    if path.is_file() and not earlier_output(path):
+        raise ValueError(
+            f"--out {out} exists and is not an earlier bregflax predict output: choose another "
+            "file name (or delete it)"
+        )
+
+
+def earlier_output(path: Path) -> bool:
+    """Whether a file is empty or starts as rows of this command do: ``--out`` replaces
+    only those, never a file of the user's."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return not head or head.startswith((b"path,frame,time_s,", b'{"path": '))
 
 
 def _setup(args: argparse.Namespace):
@@ -205,6 +225,8 @@ def _setup(args: argparse.Namespace):
     inputs = media.collect(args.paths)
     if args.out:
         check_out(args.out, inputs, args.boxes)
+    if args.boxes and Path(args.boxes).is_file():
+        safe_io.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
     boxes = read_boxes(args.boxes) if args.boxes else None
     annotate = None
     if args.annotate:

@@ -437,3 +437,28 @@ def test_evaluate_reports_never_land_on_a_file_of_the_run(tmp_path):
     with pytest.raises(ValueError, match="a file of the run"):
         evaluate.check_outputs(tmp_path, tmp_path, "config")
     evaluate.check_outputs(tmp_path, tmp_path / "eval", "config")  # elsewhere: fine
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,delay", [(signal.SIGINT, 0.5), (signal.SIGTERM, 2.0)])
+def test_a_signal_while_training_compiles_exits_cleanly_and_resumes(
+    run_main, tmp_path, signum, delay
+):
+    """Ctrl-C or SIGTERM soon after the run starts (building data, compiling the first step)
+    ends with 130 or 143 and one line, never a segmentation fault; the same command then
+    trains to the end."""
+    proc = run_main(tmp_path, wait=False)
+    deadline = time.time() + 300
+    while not (tmp_path / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=300)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 128 + signum, text[-3000:]
+    assert "Traceback" not in text and "interrupted" in text and "resume" in text
+    assert not (tmp_path / "run.lock").exists()
+    assert run_main(tmp_path).returncode == 0
