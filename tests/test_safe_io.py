@@ -190,6 +190,10 @@ def test_out_onto_an_input_by_any_route_or_through_a_link_is_refused(photos, tmp
         assert code == 2 and err.count("\n") == 1, err
     assert (photos / "a.png").read_bytes() == before
     assert not (tmp_path / "elsewhere.csv").exists()
+    (tmp_path / "notes.csv").write_text("my own notes\n")
+    code, _, err = _cli(photos, "--out", tmp_path / "notes.csv", "--no-detect")
+    assert code == 2 and "not an earlier bregflax predict output" in err
+    assert (tmp_path / "notes.csv").read_text() == "my own notes\n"
 
 
 def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(photos, tmp_path):
