@@ -100,6 +100,16 @@ def _temp_in(path: Path) -> tuple[int, Path]:
     fd, name = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.stem[:64]}.", suffix=f".tmp{path.suffix}"
     )
+    try:  # mkstemp makes 0600: a new file gets the usual mode, a replaced one keeps its own
+        mode = os.lstat(path).st_mode & 0o7777 if os.path.isfile(path) else None
+    except OSError:
+        mode = None
+    if mode is None:
+        mask = os.umask(0o22)
+        os.umask(mask)
+        mode = 0o666 & ~mask
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, mode)
     return fd, Path(name)
 
 

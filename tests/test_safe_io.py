@@ -71,6 +71,19 @@ def test_write_atomic_leaves_the_old_file_whole_when_the_write_fails(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no temp left
 
 
+def test_files_get_the_usual_mode_and_a_replaced_file_keeps_its_own(tmp_path):
+    mask = os.umask(0o22)
+    try:
+        new = safe_io.write_atomic(tmp_path / "new.json", "{}")
+        published = safe_io.publish_new(tmp_path / "copy.png", b"png")
+        assert new.stat().st_mode & 0o777 == published.stat().st_mode & 0o777 == 0o644
+        os.chmod(new, 0o640)
+        safe_io.write_atomic(new, "[]")
+        assert new.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
+
+
 def test_write_atomic_replaces_a_link_not_its_target(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("mine")
