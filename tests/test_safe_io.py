@@ -479,3 +479,18 @@ def test_a_signal_while_training_compiles_exits_cleanly_and_resumes(
     assert "Traceback" not in text and "interrupted" in text and "resume" in text
     assert not (tmp_path / "run.lock").exists()
     assert run_main(tmp_path).returncode == 0
+
+
+def test_a_video_whose_name_is_not_utf8_is_read(tmp_path):
+    plain = tmp_path / "plain.avi"
+    writer = cv2.VideoWriter(str(plain), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 96))
+    for k in range(4):
+        writer.write(cv2.cvtColor(_face(k), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    bad = tmp_path / os.fsdecode(b"clip-\xff.avi")
+    os.rename(plain, bad)
+    code, out, err = _cli(bad, "--no-detect", "--format", "jsonl")
+    rows = [_no_nan(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert [(r["frame"], r["status"]) for r in rows] == [(k, "ok") for k in range(4)]
+    assert rows[0]["path"].endswith("clip-\\xff.avi")

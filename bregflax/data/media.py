@@ -8,7 +8,9 @@ a GIF is an image (its first frame).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -102,6 +104,22 @@ def _walk(folder: Path) -> list[Input]:
     return sorted(found, key=lambda entry: Path(entry.rel))
 
 
+@contextlib.contextmanager
+def _utf8_name(path: Path) -> Iterator[str]:
+    """A name OpenCV can open for ``path``: its own, or, where it is not valid UTF-8, a
+    symbolic link with a plain name in a temporary folder."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="bregflax-") as folder:
+            link = os.path.join(folder, "video" + path.suffix.encode("ascii", "replace").decode())
+            os.symlink(os.path.abspath(path), link)
+            yield link
+        return
+    yield name
+
+
 def read_image(path: str | Path) -> np.ndarray | None:
     """Reads an image file as RGB uint8 (H, W, 3); None if missing or undecodable."""
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
@@ -175,7 +193,10 @@ class Video:
         return f" (it ends at {covered:.2f} s of the {self.frame_count / self.fps:.2f} s)"
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
-        capture = cv2.VideoCapture(str(self.path))
+        with _utf8_name(self.path) as name:
+            yield from self._frames(cv2.VideoCapture(name))
+
+    def _frames(self, capture) -> Iterator[tuple[int, np.ndarray | None]]:
         self.fps, self.frames_read = float(capture.get(cv2.CAP_PROP_FPS) or 0.0), 0
         self.frame_count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
         try:
