@@ -494,3 +494,12 @@ def test_a_video_whose_name_is_not_utf8_is_read(tmp_path):
     assert code == 0, err
     assert [(r["frame"], r["status"]) for r in rows] == [(k, "ok") for k in range(4)]
     assert rows[0]["path"].endswith("clip-\\xff.avi")
+
+
+def test_readme_and_help_say_a_config_file_is_python_that_runs():
+    from bregflax import main
+
+    text = " ".join(main.parser().format_help().split())
+    assert "A config file is Python and is run as it is loaded" in text
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "**A config file is Python, and it runs.**" in readme
