@@ -1,8 +1,9 @@
 """``bregflax predict --annotate DIR``: copies of the inputs with each face's box and label.
 
 Copies keep each input's path under its folder (:class:`Annotations`), never replace an
-input, ``--out``, ``--boxes`` or an earlier copy of the same run, and are written by the
-engine (:mod:`bregflax.inference`) once a frame's rows are known.
+input, ``--out``, ``--boxes``, an earlier copy of the same run or any file already there,
+and are never written through a symbolic link (:func:`bregflax.safe_io.publish_new`); they
+are written by the engine (:mod:`bregflax.inference`) once a frame's rows are known.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from bregflax import safe_io
 
 if TYPE_CHECKING:
     from bregflax.inference import Frame
@@ -85,15 +88,32 @@ class Annotations:
         return path
 
     def write(self, frame: Frame, rows: list[dict]) -> Path:
-        """Draws ``rows`` on ``frame`` and writes it; OSError if it cannot be written."""
-        path = self.path_for(frame)
+        """Draws ``rows`` on ``frame`` and writes it to a file that did not exist (a taken
+        name, or a symbolic link or file where a folder goes, gets ``-2``...: listed in
+        ``renamed``); OSError if it cannot be written."""
+        want = self.path_for(frame)
+        shown = safe_io.text_path(want)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written = cv2.imwrite(str(path), draw(frame, rows))
+            ok, data = cv2.imencode(want.suffix or ".png", draw(frame, rows))
         except cv2.error as e:
             from bregflax.inference import one_line  # here: inference imports this module
 
-            raise OSError(f"cannot write {path}: {one_line(e)}") from None
-        if not written:
-            raise OSError(f"cannot write {path}")
+            raise OSError(f"cannot write {shown}: {one_line(e)}") from None
+        if not ok:
+            raise OSError(f"cannot write {shown}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            rel = want.parent.relative_to(self.folder)
+        except ValueError:
+            rel = Path()
+        parent, _ = safe_io.safe_folder(self.folder, rel)
+        try:
+            path = safe_io.publish_new(parent / want.name, data.tobytes())
+        except OSError as e:
+            raise OSError(f"cannot write {shown}: {safe_io.write_error(e)}") from None
+        self._used.add(str(path.resolve()))
+        if path != want:
+            if self.renamed and self.renamed[-1] == (frame.path, want):
+                self.renamed.pop()  # path_for renamed it already: the name written counts
+            self.renamed.append((frame.path, path))
         return path

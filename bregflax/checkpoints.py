@@ -33,7 +33,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bregflax import configs
+from bregflax import configs, safe_io
 from bregflax.parallel import Parallel
 from bregflax.state import TrainState, build_model, create_train_state
 
@@ -84,7 +84,7 @@ class ConfigMismatchError(RunError, ValueError):
 def write_config(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
     """Saves ``config`` as the run's ``config.json``; returns its path."""
     path = Path(workdir) / CONFIG_FILE
-    path.write_text(config.to_json_best_effort(indent=2) + "\n")
+    safe_io.write_atomic(path, config.to_json_best_effort(indent=2) + "\n")
     return path
 
 

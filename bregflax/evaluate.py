@@ -18,7 +18,6 @@ if __name__ == "__main__":  # before the heavy imports: a restart then costs onl
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from bregflax import checkpoints, metrics, plots, report, train
+from bregflax import checkpoints, metrics, plots, report, safe_io, train
 from bregflax import data as data_lib
 from bregflax.data import pipeline
 from bregflax.parallel import Parallel
@@ -98,11 +97,11 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
         header += ["label", "pred", "pred_name"] + [f"p_{name}" for name in class_names]
     if "va" in predictions:
         header += ["valence", "arousal", "pred_valence", "pred_arousal"]
-    with open(path, "w", newline="") as f:
+    with safe_io.atomic_path(path) as temp, open(temp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for i, source_id in enumerate(predictions["source_id"]):
-            row = [source_id]
+            row = [safe_io.text_path(str(source_id))]
             if "probs" in predictions:
                 p = predictions["probs"][i]
                 row += [int(predictions["label"][i]), int(p.argmax()), class_names[int(p.argmax())]]
@@ -125,15 +124,17 @@ def write_reports(
     and returns their paths."""
     out = Path(workdir) / "eval" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_outputs(workdir, out, split)
     written = [out / f"{split}.json"]
-    written[0].write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
+    text = safe_io.strict_json(results, reason_key="nonfinite", indent=2)
+    safe_io.write_atomic(written[0], text + "\n")
     tables = [
         f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"
     ]
     if "categorical" in results:
         tables.append(report.categorical_table(results["categorical"], results["skew_normalized"]))
         per_class = out / f"{split}_per_class.md"
-        per_class.write_text(report.per_class_table(results["per_class"]) + "\n")
+        safe_io.write_atomic(per_class, report.per_class_table(results["per_class"]) + "\n")
         cm = np.asarray(results["confusion_matrix"])
         written += [
             per_class,
@@ -152,7 +153,7 @@ def write_reports(
             plots.error_histogram_png(true, predictions["va"], out / f"{split}_va_error_hist.png"),
         ]
     table = out / f"{split}_table.md"
-    table.write_text("\n\n".join(tables) + "\n")
+    safe_io.write_atomic(table, "\n\n".join(tables) + "\n")
     csv_path = out / f"{split}_predictions.csv"
     write_predictions_csv(predictions, class_names, csv_path)
     written += [table, csv_path]
@@ -163,6 +164,31 @@ def write_reports(
             )
         )
     return [Path(p) for p in written]
+
+
+def report_names(split: str) -> list[str]:
+    """The files :func:`write_reports` may write for ``split``."""
+    names = ["json", "_per_class.md", "_confusion.png", "_confusion_normalized.png"]
+    names += ["_va_scatter.png", "_va_error_hist.png", "_table.md", "_predictions.csv"]
+    return [f"{split}.{n}" if n == "json" else f"{split}{n}" for n in names] + ["loss_curves.png"]
+
+
+def check_outputs(workdir: str | Path, out: str | Path, split: str) -> None:
+    """ValueError (one line) if a report would land on a file of the run (its config,
+    metrics, checkpoints), by any route: ``--out`` the workdir with ``--split=config``."""
+    workdir, out = Path(workdir), Path(out)
+    inputs = [workdir / checkpoints.CONFIG_FILE, workdir / "metrics.jsonl"]
+    for name in report_names(split):
+        target = out / name
+        if not target.exists():
+            continue
+        hit = next((p for p in inputs if safe_io.same_file(target, p)), None)
+        inside = (workdir / "checkpoints").resolve() in target.resolve().parents
+        if hit is not None or inside:
+            raise ValueError(
+                f"the report {target} would replace {hit or target}, a file of the run: "
+                "pass another --out DIR"
+            )
 
 
 def _jsonable(value):
@@ -230,6 +256,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    safe_io.exit_on_signals()
     xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
     args = parser().parse_args(argv)
     logging.set_verbosity(logging.WARNING)
@@ -247,6 +274,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}): no report was replaced; run it again", file=sys.stderr)
+        safe_io.quiet_exit(safe_io.exit_code(e))
+    except Exception as e:  # a full disk or a file size limit while writing the reports
+        what = safe_io.resource_error(e)
+        if not what or args.verbose:
+            raise
+        print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
+        safe_io.quiet_exit(2)
     out = Path(args.out) if args.out else Path(args.workdir) / "eval"
     table = out / f"{args.split}_table.md"
     print(table.read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import runtime
+from bregflax import runtime, safe_io
 from bregflax.predictor import Predictor, forward
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -67,15 +68,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_out(out: str | Path, workdir: str | None) -> Path:
+    """Refuses (ValueError, one line) an ``--out`` that lies in no folder, is a folder or a
+    symbolic link, is a file of the run (by any route), or is a file other than an earlier
+    export: an export replaces only an export."""
+    path = Path(out)
+    if path.is_symlink():
+        raise ValueError(f"--out {out} is a symbolic link: name the file itself")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder: name a file in it, e.g. {path / 'model.bin'}")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise ValueError(f"--out {out}: folder {path.parent} {what}; create it or choose another")
+    if workdir and path.exists():
+        run = Path(workdir)
+        for root, _, names in os.walk(run):
+            for name in names:
+                if safe_io.same_file(path, Path(root) / name):
+                    raise ValueError(
+                        f"--out {out} is a file of the run in {workdir} ({Path(root) / name}): "
+                        "choose another file name"
+                    )
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(runtime.MAGIC))
+        if head != runtime.MAGIC:
+            raise ValueError(
+                f"--out {out} exists and is not a bregflax export: choose another file name "
+                "(or delete it)"
+            )
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_io.exit_on_signals()
     args = parse_args(argv)
     try:
+        out = check_out(args.out, args.workdir)
         predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
+        blob = export_predictor(predictor, [p for p in args.platforms.split(",") if p])
+        protect = [args.workdir] if args.workdir else []
+        safe_io.write_atomic(out, blob, protect=protect)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    blob = export_predictor(predictor, [p for p in args.platforms.split(",") if p])
-    Path(args.out).write_bytes(blob)
+    except OSError as e:
+        print(f"error: cannot write --out {args.out}: {safe_io.write_error(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}): nothing written", file=sys.stderr)
+        return safe_io.exit_code(e)
     print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.runtime")
     return 0
 

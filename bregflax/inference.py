@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import detect, yunet
+from bregflax import detect, safe_io, yunet
 from bregflax.annotate import Annotations
 from bregflax.boxes import Boxes
 from bregflax.data import faces, media
@@ -88,10 +88,10 @@ def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
         yield Frame(str(path), None, error=f"cannot decode video (no frames read){header}")
         return
     missing = []
-    if count > read:
+    if video.ends_early():
         missing.append(
             f"frames {ranges(range(read, count))} missing: only {read} of the {count} frames "
-            "its header gives could be read (truncated or damaged file?)"
+            f"its header gives could be read{video.time_note()} (truncated or damaged file?)"
         )
     if undecoded:
         missing.append(f"frame(s) {ranges(undecoded)} could not be decoded")
@@ -148,6 +148,7 @@ class Options:
     annotate: Annotations | str | Path | None = None
     batch_size: int = 64
     verbose: bool = False  # print the traceback of a file that fails
+    max_file_bytes: int = safe_io.MAX_IMAGE_BYTES  # larger image files are refused unread
 
     def __post_init__(self):
         for name, check in (("margin", check_margin), ("min_face", check_min_face)):
@@ -343,7 +344,8 @@ def _prepared(
     are followed from frame to frame by a tracker of its own."""
     if detector is not None and media.is_video(entry.path):
         detector = detect.FaceTracker(detector, options.redetect_every)
-    for frame in frames(entry.path, entry.rel, every):
+    too_large = _too_large(entry.path, options.max_file_bytes)
+    for frame in [too_large] if too_large else frames(entry.path, entry.rel, every):
         boxes, source, cs, errors = [], "", [], []
         if frame.image is not None:
             boxes, source = face_boxes(frame, options, detector)
@@ -351,6 +353,17 @@ def _prepared(
         if not keep_images:
             frame.image = None  # keep only the crops until the batch runs
         yield frame, boxes, source, cs, errors
+
+
+def _too_large(path: Path, limit: int) -> Frame | None:
+    """The error frame of an image file over ``limit`` bytes, found before it is read."""
+    if media.is_video(path) or not path.is_file():
+        return None
+    try:
+        safe_io.check_size(path, limit, "--max-file-size")
+    except safe_io.FileTooLargeError as e:
+        return Frame(str(path), None, error=f"not read: {e}")
+    return None
 
 
 def _ahead(items: Iterator, most: int) -> Iterator:

@@ -27,7 +27,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, slurm, train
+from bregflax import checkpoints, configs, data, safe_io, slurm, train
 
 OVERRIDE_PREFIX = "--config."
 
@@ -63,7 +63,11 @@ def parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument(
-        "--config", required=True, metavar="FILE[:ARG]", help="config file, e.g. configs/demo.py"
+        "--config",
+        required=True,
+        metavar="FILE[:ARG]",
+        help="config file, e.g. configs/demo.py. A config file is Python and is run as it is "
+        "loaded, with your permissions: use only config files you trust",
     )
     p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
     p.add_argument(
@@ -121,6 +125,7 @@ def user_error(error: Exception, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    safe_io.exit_on_signals()
     xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
@@ -144,6 +149,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         train.train_and_evaluate(config, args.workdir)
     except USER_ERRORS as e:
         user_error(e, args.verbose)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, at any moment: compiling included
+        print(
+            f"interrupted ({e}): the checkpoints saved so far are in {args.workdir}; run the "
+            "same command again to resume",
+            file=sys.stderr,
+        )
+        safe_io.quiet_exit(safe_io.exit_code(e))  # no teardown under running XLA threads
+    except Exception as e:  # a full disk or a file size limit while saving: one line
+        what = safe_io.resource_error(e)
+        if not what or args.verbose:
+            raise
+        print(
+            f"error: cannot write in {args.workdir}: {what}; free space (or raise the limit) "
+            "and run the same command again to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        safe_io.quiet_exit(2)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bregflax import metrics
+from bregflax import metrics, safe_io
 
 DPI = 120
 
@@ -33,7 +33,8 @@ def _figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with safe_io.atomic_path(path) as temp:  # a reader never meets half a picture
+        fig.savefig(temp, format="png")
     return path
 
 

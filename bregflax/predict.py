@@ -17,16 +17,18 @@ summary): the engine is :mod:`bregflax.inference`, the model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
-import json
+import math
+import os
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import inference
+from bregflax import inference, safe_io
 from bregflax.annotate import Annotations
 from bregflax.boxes import read_boxes
 from bregflax.data import media
@@ -38,12 +40,17 @@ __all__ = ["Predictor", "main", "parse_args"]
 PROG = "bregflax predict"
 EPILOG = """\
 files:
-  Nothing is written over an input: --out naming an input (or the --boxes file) is refused,
-  and an annotated copy whose name is taken by an input or by an earlier copy of this run
-  gets .annotated or -2 added (the summary lists them). Rows are written as each file is
-  done, so a crash loses at most the file being processed. Annotated copies keep each
-  input's path under its folder; inputs OpenCV cannot write in colour (.pgm, no suffix)
-  are annotated as .png. The same file named twice is read once.
+  Nothing is written over an input or a file of yours: --out naming an input (or the
+  --boxes file) by any route, a symbolic link, or an existing file that is not an earlier
+  predict output, is refused; an annotated copy is created only where no file, link or
+  folder is (a name taken gets .annotated or -2 added; the summary lists them). Rows are
+  written as each file is done, so a crash loses at most the file being processed; a
+  second predict on the same --out is refused while the first runs. Names that are not
+  UTF-8 are written with each such byte as \\xNN (bregflax.safe_io.path_from_text reads
+  them back); values that are not finite are written as null (CSV: empty), the error
+  column says which. Image files over --max-file-size are error rows, refused unread.
+  Annotated copies keep each input's path under its folder; inputs OpenCV cannot write in
+  colour (.pgm, no suffix) are annotated as .png. The same file named twice is read once.
 
 finding faces:
   --detector yunet (default): YuNet, a small CNN shipped in the package (Apache 2.0, its
@@ -69,7 +76,9 @@ sizes and damage:
 
 exit status:
   0 done; 1 some file, face box or annotation could not be used (its rows say why);
-  2 a usage error, told in one line (--verbose adds the traceback)."""
+  2 a usage error, told in one line (--verbose adds the traceback), or --out or standard
+  output could not be written (disk full, a file size limit, a closed pipe), one line too;
+  130 Ctrl-C, 143 SIGTERM: the rows of the files done are kept."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +107,12 @@ def _at_least_1(n: int) -> int:
     if n < 1:
         raise ValueError(f"must be >= 1, got {n}")
     return n
+
+
+def _positive(x: float) -> float:
+    if not x > 0:
+        raise ValueError(f"must be above 0, got {x}")
+    return x
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -168,6 +183,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="average each face with its mirror image (default: as the model was validated)",
     )
     p.add_argument("--batch-size", type=_checked(_at_least_1, int), default=64)
+    p.add_argument(
+        "--max-file-size",
+        type=_checked(_positive),
+        default=safe_io.MAX_IMAGE_BYTES / safe_io.MiB,
+        metavar="MB",
+        help="an image file larger than this (MiB) is an error row, refused before it is "
+        f"read (default {safe_io.MAX_IMAGE_BYTES // safe_io.MiB})",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--verbose",
@@ -178,8 +201,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def check_out(out: str, inputs: list[media.Input], boxes: str | None) -> None:
-    """Refuses an ``--out`` that is a folder, lies in no folder, or names an input."""
+    """Refuses an ``--out`` that is a folder, a symbolic link, lies in no folder, or names
+    an input (by any route)."""
     path = Path(out)
+    if path.is_symlink():
+        raise ValueError(
+            f"--out {out} is a symbolic link (to {os.readlink(path)}): name the file itself"
+        )
     if path.is_dir():
         raise ValueError(
             f"--out {out} is a folder: name a file in it, e.g. {path / 'predictions.csv'}"
@@ -195,6 +223,19 @@ def check_out(out: str, inputs: list[media.Input], boxes: str | None) -> None:
             )
     if boxes and media.identity(boxes) == key:
         raise ValueError(f"--out {out} is the --boxes file: choose another file name")
+    if path.is_file() and not earlier_output(path):
+        raise ValueError(
+            f"--out {out} exists and is not an earlier bregflax predict output: choose another "
+            "file name (or delete it)"
+        )
+
+
+def earlier_output(path: Path) -> bool:
+    """Whether a file is empty or starts as rows of this command do: ``--out`` replaces
+    only those, never a file of the user's."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return not head or head.startswith((b"path,frame,time_s,", b'{"path": '))
 
 
 def _setup(args: argparse.Namespace):
@@ -202,6 +243,8 @@ def _setup(args: argparse.Namespace):
     inputs = media.collect(args.paths)
     if args.out:
         check_out(args.out, inputs, args.boxes)
+    if args.boxes and Path(args.boxes).is_file():
+        safe_io.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
     boxes = read_boxes(args.boxes) if args.boxes else None
     annotate = None
     if args.annotate:
@@ -224,6 +267,7 @@ def _setup(args: argparse.Namespace):
         annotate=annotate,
         batch_size=args.batch_size,
         verbose=args.verbose,
+        max_file_bytes=int(args.max_file_size * safe_io.MiB),
     )
     if annotate is not None:
         try:
@@ -231,14 +275,67 @@ def _setup(args: argparse.Namespace):
             tempfile.TemporaryFile(dir=annotate.folder).close()  # can files be made there?
         except OSError as e:
             raise ValueError(f"cannot write in --annotate {args.annotate}: {e.strerror}") from None
-    try:
-        out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
-    except OSError as e:
-        raise ValueError(f"cannot write --out {args.out}: {e.strerror}") from None
+    out = open_out(args.out) if args.out else sys.stdout
     return inputs, predictor, options, out
 
 
+class _Out:
+    """``--out``, opened for rows: one writer at a time (:class:`safe_io.OutputLock`),
+    never through a symbolic link, emptied only once the lock is held. ``good`` is the size
+    after the last complete row: a failed write is cut back to it."""
+
+    def __init__(self, path: str):
+        self.path, self.lock, self.good, self.file = path, None, 0, None
+        regular = not os.path.exists(path) or os.path.isfile(path)
+        try:
+            if regular:  # a device or pipe (/dev/stdout) is written as it is
+                self.lock = safe_io.OutputLock(path).__enter__()
+            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(path, flags, 0o644)
+            if regular:
+                os.ftruncate(fd, 0)
+        except OSError as e:
+            self.close()
+            raise ValueError(f"cannot write --out {args_text(path)}: {e.strerror}") from None
+        self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.regular = regular
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def flush(self) -> None:
+        self.file.flush()
+        if self.regular:
+            self.good = self.file.tell()
+
+    def cut(self) -> None:
+        """Drops a row a failed write left half-written."""
+        with contextlib.suppress(OSError, ValueError):
+            self.file.close()
+        if self.regular:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, self.good)
+
+    def close(self) -> None:
+        try:
+            if self.file is not None:
+                self.file.close()
+        finally:
+            if self.lock is not None:
+                self.lock.__exit__(None, None, None)
+                self.lock = None
+
+
+def args_text(path) -> str:
+    return safe_io.text_path(path)
+
+
+def open_out(path: str) -> _Out:
+    return _Out(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_io.exit_on_signals()
     try:
         args = parse_args(argv)
     except SystemExit as e:  # --help, or a usage error argparse has printed
@@ -252,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         more = " (--verbose for details)" if len(lines) > 1 and not args.verbose else ""
         print(f"{PROG}: error: {lines[0]}{more}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"{PROG}: interrupted before any file was read", file=sys.stderr)
+        return safe_io.exit_code(e)
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
     tally = Tally(files=sum(not entry.skip for entry in inputs))
     try:
@@ -265,6 +365,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             writer.write(row)
             tally.add(row)
+    except KeyboardInterrupt as e:
+        if args.out:
+            out.close()
+        where = f"; --out {args_text(args.out)} holds their rows" if args.out else ""
+        print(tally.summary(), file=sys.stderr)
+        print(
+            f"{PROG}: interrupted ({e}) after {tally.done} file(s){where}; run again to redo",
+            file=sys.stderr,
+        )
+        return safe_io.exit_code(e)
+    except OSError as e:  # disk full, a file size limit, a closed pipe
+        if args.out:
+            out.cut()
+            out.close()
+        else:  # stdout is gone: nothing more can be written to it
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        target = f"--out {args_text(args.out)}" if args.out else "standard output"
+        kept = f" ({target} holds the rows of the first {tally.done} file(s))" if args.out else ""
+        print(
+            f"{PROG}: error: cannot write {target}: {safe_io.write_error(e)}; stopped after "
+            f"{tally.done} file(s){kept}",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         if args.out:
             out.close()
@@ -284,10 +409,10 @@ def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
         )
     renamed = options.annotate.renamed if options.annotate is not None else []
     if renamed:
-        shown = ", ".join(f"{src} -> {dst}" for src, dst in renamed[:3])
+        shown = ", ".join(f"{args_text(src)} -> {args_text(dst)}" for src, dst in renamed[:3])
         notes.append(
-            f"{len(renamed)} annotation(s) renamed so as not to replace an input or another "
-            f"annotation: {shown}{', ...' if len(renamed) > 3 else ''}"
+            f"{len(renamed)} annotation(s) renamed so as not to replace an input, an existing "
+            f"file or another annotation: {shown}{', ...' if len(renamed) > 3 else ''}"
         )
     if options.annotate is not None:
         folder = options.annotate.folder.resolve()
@@ -317,8 +442,12 @@ def csv_row(row: dict) -> dict:
         flat.update(zip(("x", "y", "width", "height"), row["box"], strict=True))
     for name, p in row.get("probs", {}).items():
         flat[f"p_{name}"] = p
-    if flat.get("time_s") is not None:
+    if flat.get("time_s") is not None and math.isfinite(flat["time_s"]):
         flat["time_s"] = round(flat["time_s"], 3)
+    flat, bad = safe_io.finite({k: safe_io._texts(v) for k, v in flat.items()})
+    if bad:  # an empty cell (pandas: NaN), and the reason in the error column
+        note = f"not finite, written as empty: {', '.join(bad)}"
+        flat["error"] = f"{flat['error']}; {note}" if flat.get("error") else note
     return flat
 
 
@@ -336,7 +465,7 @@ class Writer:
         if self.fmt == "csv":
             self._csv.writerow(csv_row(row))
         else:
-            self.out.write(json.dumps(row) + "\n")
+            self.out.write(safe_io.strict_json(row, reason_key="error") + "\n")
         self.out.flush()
 
 
@@ -346,10 +475,16 @@ class Tally:
     def __init__(self, files: int):
         self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
         self.frames: set[tuple[str, int | None]] = set()
+        self.paths: set[str] = set()  # files whose rows are written
         self.problems: list[dict] = []  # error, warning and skipped rows
         self.notes: list[str] = []  # more lines for the summary
 
+    @property
+    def done(self) -> int:
+        return len(self.paths)
+
     def add(self, row: dict) -> None:
+        self.paths.add(row["path"])
         if row["status"] not in ("skipped", "warning"):
             self.frames.add((row["path"], row["frame"]))
         self.ok += row["status"] == "ok"
@@ -370,7 +505,10 @@ class Tally:
             f"{self.files} file(s), {len(self.frames)} frame(s): {self.ok} face(s) "
             f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
         ]
-        lines += [f"  {p['status']}: {p['path']}: {p['error']}" for p in self.problems]
+        lines += [
+            f"  {p['status']}: {args_text(p['path'])}: {safe_io.text_path(p['error'])}"
+            for p in self.problems
+        ]
         if self.unboxed:
             lines.append(
                 f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "

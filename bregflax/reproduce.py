@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,11 +35,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, evaluate, models, plots, tables, train
+from bregflax import configs, evaluate, models, plots, safe_io, tables, train
 from bregflax import data as data_lib
 from bregflax import state as state_lib
 from bregflax.configs import experiment
 
+ADVICE = "delete it (or move the run's folder away) and rerun: the run trains or is scored again"
 REPEATS = {"paper": 200, "cpu": 200, "test": 10}  # skew-normalization repeats by scale
 
 
@@ -87,7 +89,7 @@ def run_experiment(
     workdir = Path(workdir)
     done = workdir / "result.json"
     if done.exists():
-        result = json.loads(done.read_text())
+        result = safe_io.read_json(done, ADVICE)
         if result["config"] != _comparable(config.to_dict()):
             raise RunConflictError(
                 f"{workdir} holds a finished run of a different config; move it away or pick "
@@ -96,7 +98,7 @@ def run_experiment(
         log(f"  skip (finished): {workdir.name}")
         return {**result, "workdir": str(workdir)}
     saved = workdir / "config.json"
-    if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(
+    if saved.exists() and _comparable(safe_io.read_json(saved, ADVICE)) != _comparable(
         config.to_dict()
     ):
         raise RunConflictError(f"{workdir} holds a run of a different config; move it away")
@@ -131,7 +133,8 @@ def run_experiment(
 
 
 def _save_result(workdir: Path, result: dict) -> dict:
-    (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    text = safe_io.strict_json(result, reason_key="nonfinite", indent=2)
+    safe_io.write_atomic(workdir / "result.json", text + "\n")
     return {**result, "workdir": str(workdir)}
 
 
@@ -218,7 +221,7 @@ def reproduce(
     out = workdir / f"{f'table{table}' if table.isdigit() else table}.md"
     workdir.mkdir(parents=True, exist_ok=True)
     body = tables.render(table, results, workdir, scale, claims)
-    out.write_text(tables.header(table, scale, results, skipped, missing) + body)
+    safe_io.write_atomic(out, tables.header(table, scale, results, skipped, missing) + body)
     log(f"wrote {out}")
     return out
 
@@ -303,6 +306,7 @@ def enable_compile_cache(path: str | Path) -> None:
 
 
 def main(argv=None) -> None:
+    safe_io.exit_on_signals()
     xla_cpu.apply()
     args = parse_args(argv)
     try:
@@ -336,8 +340,11 @@ def main(argv=None) -> None:
             train_missing=not args.report_only,
             run_names=args.run,
         )
-    except (configs.ConfigError, RunConflictError) as e:
+    except (configs.ConfigError, RunConflictError, safe_io.DamagedFileError) as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: finished runs and checkpoints stay
+        print(f"interrupted ({e}); run the same command again to resume", file=sys.stderr)
+        safe_io.quiet_exit(safe_io.exit_code(e))
     except ValueError as e:  # an unknown claim or parameter string
         if "unknown" not in str(e):
             raise

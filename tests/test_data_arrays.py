@@ -308,3 +308,25 @@ def test_real_fer2013_as_webp_sheets(tmp_path, fer2013_dir):
     with np.load(fer2013_dir / "val.npz") as original:
         np.testing.assert_array_equal(val.source.arrays["images"][..., 0], original["images"])
         np.testing.assert_array_equal(val.source.arrays["labels"], original["labels"])
+
+
+def _npy_declaring(shape, dtype="|u1", data=b"\x00" * 64) -> bytes:
+    """The bytes of an .npy whose header declares ``shape`` but holds only ``data``."""
+    import io
+
+    f = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(f, header)
+    return f.getvalue() + data
+
+
+def test_an_npz_header_declaring_petabytes_is_an_error_naming_the_file(tmp_path):
+    """Issue 27: numpy would try to allocate what the header declares (MemoryError, naming
+    no file); the header is checked against the data first."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "train.npz", "w") as z:
+        z.writestr("images.npy", _npy_declaring((10**12, 48, 48)))
+    with pytest.raises(ValueError, match="header declares") as info:
+        data.load("arrays", "train", config(tmp_path))
+    assert str(tmp_path / "train.npz") in str(info.value) and "images" in str(info.value)

@@ -336,3 +336,45 @@ def test_real_fer2013_through_the_csv(tmp_path, make_config, fer2013_dir, shrink
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3]
     assert any("val/accuracy" in r for r in records)
+
+
+def test_any_number_and_any_field_length_is_a_counted_bad_row(tmp_path, make_config):
+    """Issue 27: a 20-digit pixel (OverflowError), a field of 200,000 characters (over csv's
+    131,072 limit), a 5000-digit label and a byte that is not UTF-8 are each counted, and the
+    rows after them still load; strict mode names the line."""
+    rows = good_rows()
+    huge_pixel = pixel_text(pixels(1)).split()
+    huge_pixel[5] = "9" * 20
+    rows[1:1] = [
+        (0, " ".join(huge_pixel), "Training"),  # line 3
+        (0, "1 " * 100_000, "Training"),  # line 4: a 200,000-character field
+        ("9" * 5000, pixel_text(pixels(2)), "Training"),  # line 5
+    ]
+    path = tmp_path / "raw" / "fer2013.csv"
+    write_csv(path, rows)
+    text = path.read_bytes().replace(b"\n", b"\n0,12 \xff\xfe 7,Training\n", 1)  # line 2
+    path.write_bytes(text)
+    config = make_config()
+    assert len(data.load("fer2013", "train", config).source) == 7
+    bad = report_of(config)["bad_input"]
+    assert {k: v["count"] for k, v in bad.items()} == {
+        "wrong_pixel_count": 2,
+        "pixel_out_of_range": 1,
+        "label_out_of_range": 1,
+    }
+    assert bad["pixel_out_of_range"]["examples"][0].startswith("fer2013.csv:line 4")
+    strict = make_config(strict=True, image_size=48, channels=1, split_seed=1)
+    with pytest.raises(build_report.BadRecordError, match=r"fer2013.csv:line 2: wrong_pixel"):
+        data.load("fer2013", "train", strict)
+
+
+def test_a_20_digit_pixel_or_label_is_out_of_range():
+    values = ["0"] * fer2013.PIXELS
+    values[7] = "1" + "0" * 19
+    with pytest.raises(ValueError, match="pixel_out_of_range"):
+        fer2013.parse_pixels(" ".join(values))
+    values[7] = "-" + "9" * 30
+    with pytest.raises(ValueError, match="pixel_out_of_range"):
+        fer2013.parse_pixels(" ".join(values))
+    with pytest.raises(ValueError, match="label_out_of_range"):
+        fer2013.parse_label("7" * 5000, 7)

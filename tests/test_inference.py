@@ -53,6 +53,12 @@ def test_frames_a_video_lacks_are_named(tmp_path, monkeypatch):
         def time_s(self, index):
             return index / self.fps
 
+        def ends_early(self):
+            return self.frame_count > self.frames_read
+
+        def time_note(self):
+            return ""
+
         def __iter__(self):
             for index in range(0, 7):
                 self.frames_read += 1
@@ -227,9 +233,9 @@ def test_each_run_annotates_afresh_under_a_folder_name(tmp_path):
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), np.full((48, 48), 100, np.uint8))
     options = inference.Options(detect=False, annotate=tmp_path / "ann")
-    for _ in range(2):  # the second run replaces its own earlier copy, not an input
+    for name in ("a.png", "a-2.png"):  # the second run replaces nothing, not even the first's
         rows = list(inference.run(BrightnessModel(), [tmp_path / "in"], options, progress=False))
-        assert [r["annotation"] for r in rows] == [str(tmp_path / "ann" / "a.png")]
+        assert [r["annotation"] for r in rows] == [str(tmp_path / "ann" / name)]
 
 
 # --------------------------------------------------------------------------- video stages

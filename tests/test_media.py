@@ -1,6 +1,10 @@
 """Media files: suffixes, input discovery, image decoding, and the one video frame reader."""
 
+import io
+import json
 import os
+import struct
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import cv2
@@ -121,3 +125,95 @@ def test_unreadable_video_yields_nothing(tmp_path):
     assert list(media.Video(tmp_path / "missing.mp4")) == []
     with pytest.raises(ValueError, match="every"):
         media.Video(tmp_path / "bad.mp4", every=0)
+
+
+# --------------------------------------------------------------------------- issue 27: time
+
+
+def _ebml_blocks(data: bytes, start: int, end: int, out: list) -> list:
+    """Offsets of the 16-bit relative timestamps of every (Simple)Block of a Matroska file."""
+
+    def number(i, keep_marker):
+        n = 1
+        while not data[i] & (0x80 >> (n - 1)):
+            n += 1
+        value = data[i] if keep_marker else data[i] & (0xFF >> n)
+        for k in range(1, n):
+            value = (value << 8) | data[i + k]
+        return value, n
+
+    i = start
+    while i < end:
+        element, n = number(i, True)
+        size, m = number(i + n, False)
+        body = i + n + m
+        if size == (1 << (7 * m)) - 1:  # unknown size: to the end of the parent
+            size = end - body
+        if element in (0x18538067, 0x1F43B675, 0xA0):  # Segment, Cluster, BlockGroup
+            _ebml_blocks(data, body, body + size, out)
+        elif element in (0xA3, 0xA1):  # SimpleBlock, Block: track number, then the time
+            out.append(body + number(body, False)[1])
+        i = body + size
+    return out
+
+
+def _vfr_mkv(path, times_ms, duration_ms, fps=25):
+    """An MJPG Matroska file whose frames carry ``times_ms`` (a variable frame rate) and
+    whose header gives ``duration_ms``; OpenCV's frame count is then duration x fps."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 64))
+    for k in range(len(times_ms)):
+        writer.write(np.full((64, 64, 3), (k * 12) % 256, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    offsets = _ebml_blocks(data, 0, len(data), [])
+    assert len(offsets) == len(times_ms)
+    for at, ms in zip(offsets, times_ms, strict=True):
+        data[at : at + 2] = struct.pack(">h", ms)
+    at = data.index(b"\x44\x89")  # Info/Duration, a float in milliseconds
+    size = data[at + 2] & 0x7F
+    data[at + 3 : at + 3 + size] = struct.pack(">d" if size == 8 else ">f", duration_ms)
+    path.write_bytes(bytes(data))
+
+
+def _predict(*args):
+    from bregflax import predict
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = predict.main([*map(str, args), "--no-progress"])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_video_times_come_from_the_container_and_a_healthy_vfr_mkv_is_whole(tmp_path):
+    """Issue 27: 10 frames at 25 fps, a 10 s pause, 10 more: frame 19 is at about 10.4 s
+    (not 19 / 25 = 0.76 s), and the file, whose header gives 10.8 s (270 frames at the
+    nominal rate), is not taken for a truncated one."""
+    times = [40 * k for k in range(10)] + [10000 + 40 * k for k in range(10)]
+    path = tmp_path / "vfr.mkv"
+    _vfr_mkv(path, times, duration_ms=10400.0)
+    video = media.Video(path)
+    got = {index: video.time_s(index) for index, _ in video}
+    assert len(got) == 20 and video.frame_count > 20  # the count is the duration's estimate
+    assert got[9] == pytest.approx(0.36, abs=0.01) and got[10] == pytest.approx(10.0, abs=0.01)
+    assert got[19] > 10.2 and all(got[k] < got[k + 1] for k in range(19))
+    assert not video.ends_early()
+    code, out, err = _predict(path, "--no-detect", "--every", "10", "--format", "jsonl")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["status"] for r in rows] == ["ok", "ok"], err
+    assert [r["time_s"] for r in rows] == [0.0, pytest.approx(10.0, abs=0.01)]
+
+
+def test_a_truncated_video_is_judged_from_its_timestamps(tmp_path):
+    path = tmp_path / "clip.mkv"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for k in range(60):
+        writer.write(np.full((64, 64, 3), (k * 4) % 256, np.uint8))
+    writer.release()
+    whole = media.Video(path)
+    assert len(list(whole)) == 60 and not whole.ends_early()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    cut = media.Video(path)
+    read = len(list(cut))
+    assert 0 < read < 60 and cut.ends_early()
+    assert "of the 6.00 s" in cut.time_note()

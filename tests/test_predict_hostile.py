@@ -5,6 +5,7 @@ one bad input, or print a traceback where a sentence would do.
 """
 
 import csv
+import errno
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import predict
+from bregflax import predict, safe_io
 from bregflax.data import synthetic
 
 
@@ -109,7 +110,7 @@ def test_rows_are_on_disk_before_a_crash(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        from bregflax import predict
+        from bregflax import predict, safe_io
         from bregflax.data import media
         read = media.read_image
         def crashing(path):
@@ -283,11 +284,20 @@ def test_an_annotation_that_cannot_be_written_is_that_rows_error(tmp_path, monke
         cv2.imwrite(str(tmp_path / name), _face(0))
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "a.png").mkdir()  # a folder where the first annotation would go
+    publish = safe_io.publish_new
+
+    def full_disk_once(path, data):
+        if path.name == "a.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return publish(path, data)
+
+    monkeypatch.setattr(safe_io, "publish_new", full_disk_once)
     code, out, err = _cli(tmp_path / "a.png", tmp_path / "b.png", "--annotate",
                           tmp_path / "ann", "--no-detect", "--format", "jsonl")  # fmt: skip
     rows = _jsonl(out)
     assert code == 1 and [r["status"] for r in rows] == ["error", "ok"]
     assert "annotation" in rows[0]["error"] and "label" in rows[0]  # the prediction is kept
+    assert "no space left" in rows[0]["error"]
     assert (tmp_path / "ann" / "b.png").is_file()
 
 

@@ -90,7 +90,7 @@ def list_videos(folder: Path) -> list[Path]:
 
 def read_lines(path: Path) -> list[str]:
     """Stripped lines, line k at index k - 1; only trailing blank lines are dropped."""
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines

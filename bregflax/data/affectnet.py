@@ -38,6 +38,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from bregflax import safe_io
 from bregflax.data import SOURCES, Split, faces, media, tfds_base
 from bregflax.data.fer2013 import parse_label
 from bregflax.data.tfds_base import FaceConfig, check_range
@@ -128,7 +129,7 @@ def parse_box(values: Iterable[str]) -> tuple[float, ...]:
 
 def npy_text(path: Path) -> str:
     """The single value in a .npy file (AffectNet stores them as strings) as text."""
-    return str(np.load(path, allow_pickle=False).reshape(-1)[0])
+    return str(safe_io.load_npy(path).reshape(-1)[0])
 
 
 def exclusion(task: str, code: int, valence: float, arousal: float) -> str | None:
@@ -185,8 +186,8 @@ class Affectnet(tfds_base.FaceBuilder):
             landmarks = None
             if self.face_config.align:
                 landmarks = parse_landmarks(fields["landmarks"]())
-        except (ValueError, OSError) as e:
-            reason = str(e) if isinstance(e, ValueError) else "unreadable_annotation"
+        except (ValueError, OSError, MemoryError) as e:
+            reason = str(e) if type(e) is ValueError else "unreadable_annotation"
             self.report.bad(reason, where)
             return None
         return {
@@ -209,7 +210,8 @@ class Affectnet(tfds_base.FaceBuilder):
                 continue
             name = f"{LISTS}/{filename}"
             out = rows.setdefault(split, [])
-            with path.open(newline="") as f:
+            safe_io.csv_any_length()  # a field of any length is read, then judged
+            with path.open(newline="", errors="replace") as f:
                 reader = csv.reader(f)
                 columns = list(COLUMNS)
                 for row in reader:
@@ -277,7 +279,7 @@ class Affectnet(tfds_base.FaceBuilder):
                 except FileNotFoundError as e:
                     self.report.bad("missing_annotation", rel, f"no {Path(e.filename).name}")
                     continue
-                except (OSError, ValueError, IndexError):
+                except (OSError, ValueError, IndexError, MemoryError):
                     self.report.bad("unreadable_annotation", where)
                     continue
                 lnd = annotations / f"{stem}_lnd.npy"
@@ -289,7 +291,7 @@ class Affectnet(tfds_base.FaceBuilder):
                     valence=values["val"],
                     arousal=values["aro"],
                     box=None,
-                    landmarks=lambda p=lnd: np.load(p, allow_pickle=False).reshape(-1),
+                    landmarks=lambda p=lnd: safe_io.load_npy(p).reshape(-1),
                 )
                 if record is not None:
                     out.append(record)

@@ -53,6 +53,7 @@ import cv2
 import ml_collections
 import numpy as np
 
+from bregflax import safe_io
 from bregflax.data import FER2013_CLASSES, SOURCES, DatasetNotFoundError, Split
 
 NAME = "arrays"
@@ -107,9 +108,14 @@ def _npz(path: Path, keys: Sequence[str], only: Sequence[str] = ()) -> dict[str,
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} does not exist")
     try:
+        if zipfile.is_zipfile(path):
+            safe_io.check_npz(path)  # a header declaring petabytes: named, not a MemoryError
         f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as e:
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
+            raise
+        why = str(e) or type(e).__name__
+        raise ValueError(f"{path}: not a readable .npz file ({why})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: a single array, not an .npz file of named arrays")
     with f:
@@ -118,8 +124,9 @@ def _npz(path: Path, keys: Sequence[str], only: Sequence[str] = ()) -> dict[str,
             raise ValueError(f"{path}: unknown arrays {unknown}; expected some of {list(keys)}")
         try:
             return {k: f[k] for k in f.files if not only or k in only}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as e:
+            why = str(e) or type(e).__name__
+        raise ValueError(f"{path}: not a readable .npz file ({why})") from None
 
 
 def _decode(path: Path, channels: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from bregflax import safe_io
 from bregflax.data import FER2013_CLASSES, SOURCES, Split, faces, media, tfds_base
 from bregflax.data.tfds_base import FaceConfig
 
@@ -61,10 +62,13 @@ def detect(manual: Path) -> str | None:
 
 def parse_label(text: str, num_classes: int) -> int:
     """An integer class code in [0, num_classes); raises ValueError(reason)."""
+    text = text.strip()
     try:
-        label = int(text.strip())
-    except ValueError:
-        raise ValueError("label_not_numeric") from None
+        label = int(text)
+    except ValueError:  # a number of more than 4300 digits is out of range too
+        digits = text.lstrip("+-")
+        reason = "label_out_of_range" if digits.isascii() and digits.isdigit() else None
+        raise ValueError(reason or "label_not_numeric") from None
     if not 0 <= label < num_classes:
         raise ValueError("label_out_of_range")
     return label
@@ -77,7 +81,12 @@ def parse_pixels(text: str) -> np.ndarray:
         raise ValueError("wrong_pixel_count")
     try:
         pixels = np.array(values, dtype=np.int64)
+    except OverflowError:  # a value of 20 digits: out of range for any integer type
+        raise ValueError("pixel_out_of_range") from None
     except ValueError:
+        digits = [v.lstrip("+-") for v in values]
+        if all(d.isascii() and d.isdigit() for d in digits):  # over 4300 digits
+            raise ValueError("pixel_out_of_range") from None
         raise ValueError("pixels_not_numeric") from None
     if pixels.min() < 0 or pixels.max() > 255:
         raise ValueError("pixel_out_of_range")
@@ -111,7 +120,9 @@ class Fer2013(tfds_base.FaceBuilder):
         name = path.relative_to(manual).as_posix()
         self.report.source_format = name
         items: dict[str, list] = {}
-        with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM is not a column name
+        safe_io.csv_any_length()  # a field of any length is read, then judged by its checks
+        # A BOM is not a column name; a byte that is not UTF-8 fails that field's checks.
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
             reader = csv.reader(f)
             header = [h.strip().lower() for h in next(reader, [])]
             if not {"emotion", "pixels", "usage"} <= set(header):

@@ -8,7 +8,9 @@ a GIF is an image (its first frame).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -102,6 +104,22 @@ def _walk(folder: Path) -> list[Input]:
     return sorted(found, key=lambda entry: Path(entry.rel))
 
 
+@contextlib.contextmanager
+def _utf8_name(path: Path) -> Iterator[str]:
+    """A name OpenCV can open for ``path``: its own, or, where it is not valid UTF-8, a
+    symbolic link with a plain name in a temporary folder."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="bregflax-") as folder:
+            link = os.path.join(folder, "video" + path.suffix.encode("ascii", "replace").decode())
+            os.symlink(os.path.abspath(path), link)
+            yield link
+        return
+    yield name
+
+
 def read_image(path: str | Path) -> np.ndarray | None:
     """Reads an image file as RGB uint8 (H, W, 3); None if missing or undecodable."""
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
@@ -118,8 +136,13 @@ class Video:
     2 * every, ...); the image is None where that frame fails to decode. A file OpenCV cannot
     open yields nothing. While and after reading, ``frames_read`` counts every frame in the
     file up to there (decoded or not), ``fps`` is the rate the file gives (0 if none) and
-    ``frame_count`` the number of frames its header gives (0 if none): a damaged or truncated
-    file can end with ``frames_read < frame_count``.
+    ``frame_count`` the number of frames its header gives (0 if none; for some containers,
+    MKV among them, an estimate from the duration).
+
+    Times come from the container's timestamps (OpenCV's position in milliseconds after each
+    frame is grabbed), so a variable frame rate is timed right; ``index / fps`` only where
+    the container gives none. Whether the file ends early is judged by :meth:`ends_early`
+    from the timestamps, not from a frame count the container may not know.
     """
 
     def __init__(self, path: str | Path, every: int = 1):
@@ -127,19 +150,60 @@ class Video:
             raise ValueError(f"every must be >= 1, got {every}")
         self.path, self.every = Path(path), every
         self.fps, self.frames_read, self.frame_count = 0.0, 0, 0
+        self.times: dict[int, float] = {}  # frame index -> container timestamp (s)
+        self.last_time: float | None = None  # timestamp of the last frame grabbed
+        self._stamped = True  # every frame so far had a timestamp that increased
 
     def time_s(self, index: int) -> float | None:
-        """Seconds from the start to frame ``index``; None where the file gives no rate."""
+        """Seconds from the start to frame ``index``: its container timestamp where every
+        frame so far had one, else ``index / fps``; None where the file gives neither."""
+        if self._stamped and index in self.times:
+            return self.times[index]
         return index / self.fps if self.fps > 0 else None
 
+    def _stamp(self, capture, index: int) -> None:
+        msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+        ok = msec is not None and np.isfinite(msec) and msec >= 0
+        if ok and index > 0 and self.last_time is not None and msec / 1000 <= self.last_time:
+            ok = False
+        if not ok or (index > 0 and self.last_time is None):
+            self._stamped = False
+            return
+        self.last_time = msec / 1000
+        if index % self.every == 0:
+            self.times[index] = self.last_time
+
+    def ends_early(self) -> bool:
+        """Whether the file ended before the frames its header gives: judged from the
+        timestamps (the last frame read ends more than two frames, and 0.1 s, before the
+        duration the header gives) where the container has them, else from the count."""
+        if self.frame_count <= self.frames_read:
+            return False
+        if not (self._stamped and self.last_time is not None and self.fps > 0):
+            return True
+        duration = self.frame_count / self.fps
+        covered = self.last_time + 1 / self.fps
+        return duration - covered > max(2 / self.fps, 0.1)
+
+    def time_note(self) -> str:
+        """`` (it ends at 1.4 s of 3.0 s)``, where the times are known."""
+        if not (self._stamped and self.last_time is not None and self.fps > 0):
+            return ""
+        covered = self.last_time + 1 / self.fps
+        return f" (it ends at {covered:.2f} s of the {self.frame_count / self.fps:.2f} s)"
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
-        capture = cv2.VideoCapture(str(self.path))
+        with _utf8_name(self.path) as name:
+            yield from self._frames(cv2.VideoCapture(name))
+
+    def _frames(self, capture) -> Iterator[tuple[int, np.ndarray | None]]:
         self.fps, self.frames_read = float(capture.get(cv2.CAP_PROP_FPS) or 0.0), 0
         self.frame_count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
         try:
             while capture.isOpened() and capture.grab():
                 index = self.frames_read
                 self.frames_read += 1
+                self._stamp(capture, index)
                 if index % self.every:
                     continue
                 ok, bgr = capture.retrieve()
