@@ -32,9 +32,12 @@ import jax
 import numpy as np
 from flax import serialization
 
-from bregflax import checkpoints, evaluate, models, plots, predictor, report, train
 from bregflax import data as data_lib
 from bregflax.configs import experiment
+from bregflax.evaluation import evaluate, plots, report
+from bregflax.inference import predictor
+from bregflax.nn import models
+from bregflax.training import checkpoints, train
 from scripts import package_weights
 
 NAME = "fer2013-paper"
@@ -242,8 +245,8 @@ def write_runs_tar(suite) -> None:
 def package(workdir: Path, folder: Path, meta: dict, flip: bool = True) -> dict:
     """Writes the best checkpoint of ``workdir`` in float16 to ``folder`` as
     ``scripts/package_weights.py`` lays out a shipped model; returns its meta.json."""
-    config, trained, step = checkpoints.load_trained(workdir, "best")
-    variables = jax.device_get({"params": trained.params, "batch_stats": trained.batch_stats})
+    config, variables, step = checkpoints.load_variables(workdir, "best")
+    variables = jax.device_get(variables)
     half = jax.tree.map(lambda a: np.asarray(a, np.float16), variables)
     overflow = [
         jax.tree_util.keystr(path)

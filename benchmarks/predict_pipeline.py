@@ -33,7 +33,7 @@ face, and for the faces both settings found: how many labels equal the ``before`
 and the mean over faces of the largest change of a class probability.
 
 ``--cli`` also times the whole command as a user runs it, start-up included
-(``python -m bregflax.predict VIDEO --out F.csv``), for this tree and, with
+(``python -m bregflax.inference.predict VIDEO --out F.csv``), for this tree and, with
 ``--before-root``, for another checkout (e.g. ``git worktree add /tmp/before HEAD``).
 """
 
@@ -57,9 +57,13 @@ if __package__ in (None, ""):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import detect, inference, predict  # noqa: E402
 from bregflax.data import media  # noqa: E402
-from bregflax.predictor import Predictor  # noqa: E402
+from bregflax.inference import (
+    detect,  # noqa: E402
+    predict,
+)
+from bregflax.inference import engine as inference
+from bregflax.inference.predictor import Predictor  # noqa: E402
 
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"
 STAGES = ("decode", "detect", "crop", "model", "write")
@@ -442,12 +446,12 @@ def ratios(rows: list[dict]) -> str:
 
 
 def cli_wall(root: Path, video: str, out: Path, extra: list[str]) -> float:
-    """Seconds for ``python -m bregflax.predict VIDEO --out OUT`` run from ``root``."""
+    """Seconds for ``python -m bregflax.inference.predict VIDEO --out OUT`` run from ``root``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "bregflax.predict", video, "--out", str(out), "--no-progress",
-         *extra],
+        [sys.executable, "-m", "bregflax.inference.predict", video, "--out", str(out),
+         "--no-progress", *extra],
         cwd=root, env=env, check=True, capture_output=True,
     )  # fmt: skip
     return time.perf_counter() - start

@@ -21,7 +21,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, train, xla_cpu
+from bregflax import configs, data, echoes, errors, rundir
+from bregflax.training import train, xla_cpu
 
 OVERRIDE_PREFIX = "--config."
 
@@ -102,15 +103,14 @@ def initialize_distributed(args: argparse.Namespace) -> None:
 
 
 # Errors a user can act on: each is one line (what is wrong, what to do) and exit status 2.
-USER_ERRORS = (configs.ConfigError, checkpoints.RunError, data.DatasetNotFoundError)
+USER_ERRORS = (configs.ConfigError, rundir.RunError, data.DatasetNotFoundError)
 
 
 def user_error(error: Exception, verbose: bool) -> None:
     """Prints ``error`` as one line and exits 2; with ``verbose``, raises it (traceback)."""
     if verbose:
         raise error
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+    errors.fail(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # orbax logs every save at INFO; the progress bar and epoch lines say what matters.
     logging.set_verbosity(logging.WARNING)
     try:
-        train.train_and_evaluate(config, args.workdir)
+        with echoes.suppressed():  # orbax's echoes of a damaged checkpoint, for the whole run
+            train.train_and_evaluate(config, args.workdir)
     except USER_ERRORS as e:
         user_error(e, args.verbose)
 

@@ -21,8 +21,12 @@ import jax
 import numpy as np
 from flax import serialization
 
-from bregflax import checkpoints, evaluate, models, plots, predictor, report, xla_cpu
 from bregflax import data as data_lib
+from bregflax import rundir
+from bregflax.evaluation import evaluate, plots, report
+from bregflax.inference import predictor
+from bregflax.nn import models
+from bregflax.training import checkpoints, xla_cpu
 
 LIMIT_BYTES = 10 * 2**20
 
@@ -31,7 +35,7 @@ def training_time(workdir: Path) -> dict:
     """Hours spent in train steps, from the images/s logged over the whole run (resumes too)."""
     records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
     rates = [(r["step"], r["train/images_per_sec"]) for r in records if "train/images_per_sec" in r]
-    batch = checkpoints.read_config(workdir).batch_size
+    batch = rundir.read_config(workdir).batch_size
     seconds, last = 0.0, 0
     for step, rate in sorted(rates):
         seconds += (step - last) * batch / rate
@@ -60,8 +64,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     xla_cpu.apply()  # evaluation's XLA:CPU flags, before jax computes anything
     single = evaluate.evaluate_workdir(args.workdir, "val", "best")
-    config, state, step = checkpoints.load_trained(args.workdir, "best")
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    config, variables, step = checkpoints.load_variables(args.workdir, "best")
+    variables = jax.device_get(variables)
     names = predictor.class_names(config)
     scores = shipped_scores(config, variables, names, args.flip)
     out = predictor.PRETRAINED_DIR / args.name

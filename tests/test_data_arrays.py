@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bregflax import data
+from bregflax import data, rundir
 from bregflax.data import arrays, pipeline
 
 
@@ -271,9 +271,9 @@ def test_training_on_arrays_matches_training_on_the_same_synthetic_data(
     tmp_path, trained_run, read_metric
 ):
     """The shared tiny run, retrained from its data written as arrays: identical losses."""
-    from bregflax import checkpoints, train
+    from bregflax.training import train
 
-    run = checkpoints.read_config(trained_run)
+    run = rundir.read_config(trained_run)
     for split in (run.data.train_split, run.data.eval_split):
         source = data.load("synthetic", split, run.data).source.arrays
         arrays.write_split(

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import depth_study, report, reproduce
 from bregflax.configs import experiment, table1
+from bregflax.evaluation import report
+from bregflax.paper import depth as depth_study
+from bregflax.paper import reproduce
 
 
 def _result(shortcut, depth, seed, acc, f1=0.5, loss="regular", workdir="", **extra):
@@ -159,7 +161,7 @@ def test_a_run_that_diverges_is_saved_as_a_finding(tmp_path):
 def test_the_depth_table_at_the_test_scale(tmp_path):
     args = ["--table=depth", "--scale=test", "--repeats=3", f"--workdir={tmp_path}"]
     done = subprocess.run(
-        [sys.executable, "-m", "bregflax.reproduce", *args],
+        [sys.executable, "-m", "bregflax.paper.reproduce", *args],
         capture_output=True,
         text=True,
         timeout=900,

@@ -46,7 +46,7 @@ def installed(tmp_path_factory, repo_root):
         "bregflax/configs/__init__.py",
         "bregflax/configs/experiment.py",
         "bregflax/configs/table1.py",
-        "bregflax/paper.py",
+        "bregflax/paper/published.py",
         "bregflax/weights/fer2013/params.msgpack",
         "bregflax/weights/fer2013/config.json",
         "bregflax/weights/fer2013/meta.json",

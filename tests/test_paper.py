@@ -1,4 +1,4 @@
-"""bregflax.paper: the paper's figures, checked against the paper's text, and every one of
+"""bregflax.paper.published: the paper's figures, checked against the paper's text, and every one of
 them shown, in its own row and column, by the tables ``bregflax reproduce`` writes."""
 
 import re
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bregflax import paper, report, tables
+from bregflax.evaluation import report
+from bregflax.paper import published as paper
+from bregflax.paper import tables
 
 PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "bregnet_fg2019.txt"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from bregflax.parallel import DEVICE_KEYS, Parallel
+from bregflax.training.parallel import DEVICE_KEYS, Parallel
 
 
 def test_batches_are_split_along_data_and_the_state_is_replicated():

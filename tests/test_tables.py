@@ -1,4 +1,4 @@
-"""bregflax.tables on results made up here: ours, the paper's figure and the difference in
+"""bregflax.paper.tables on results made up here: ours, the paper's figure and the difference in
 the right cells, claims with intervals checked against scipy, Fig. 6 from metric logs."""
 
 import json
@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import configs, paper, plots, report, tables
+from bregflax import configs
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import published as paper
+from bregflax.paper import tables
 
 
 def result(arg, *, seed=0, scale="cpu", acc=None, norm_f1=None, dim=None, spe=100.0, workdir=""):

@@ -176,7 +176,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             good = False
         if not good:
             raise ConfigError(f"config.{dotted} must be {expected}, got {value!r}")
-    from bregflax import models  # jax: only when a run is about to start
+    from bregflax.nn import models  # jax: only when a run is about to start
 
     name = _lookup(config, "model.name")
     if name is not None and name not in models.MODELS.names():

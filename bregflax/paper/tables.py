@@ -2,11 +2,11 @@
 
 Each table takes the results of its runs (the ``result.json`` dicts of
 ``reproduce.run_experiment``) and shows, in every cell the paper has, our mean ± sd over
-seeds (sd with n - 1), the paper's figure (``bregflax.paper``) and the difference
+seeds (sd with n - 1), the paper's figure (``bregflax.paper.published``) and the difference
 Δ = ours - paper (our mean). Rows the paper has are shown even when no run of ours filled
 them, so the paper's column is always complete. Tables I and II are in percent, as the
 paper prints them; the others in fractions. ``claims`` compares paired arms
-(``bregflax.stats``).
+(``bregflax.paper.stats``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from bregflax import configs, paper, plots, report, stats
+from bregflax import configs
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import published as paper
+from bregflax.paper import stats
 
 DATASET_NAMES = {
     "fer2013": "FER2013",
@@ -110,8 +113,13 @@ ARM_KEYS = (
     ("norm/accuracy", "Norm accuracy", 4),
     *(
         item
-        for key, name in (("f1", "F1"), ("kappa", "kappa"), ("alpha", "alpha"), ("mcc", "MCC"),
-                          ("ppv", "PPV"))  # fmt: skip
+        for key, name in (
+            ("f1", "F1"),
+            ("kappa", "kappa"),
+            ("alpha", "alpha"),
+            ("mcc", "MCC"),
+            ("ppv", "PPV"),
+        )  # fmt: skip
         for item in ((key, f"Orig {name}", 4), (f"norm/{key}", f"Norm {name}", 4))
     ),
     ("recall/Disgust", "Disgust recall", 4),
@@ -530,7 +538,7 @@ def render(table: str, results: Sequence[dict], out, scale: str, claims=()) -> s
     if table == "claims":
         return render_claims(results, out, scale, claims)
     if table == "depth":
-        from bregflax import depth_study
+        from bregflax.paper import depth as depth_study
 
         return depth_study.render(results, out, scale) + run_metrics(results)
     return RENDER[table](results, out, scale)
@@ -561,7 +569,7 @@ def header(
         )
     lines.append(
         f"Paper: {paper.PAPER}, its networks BReG-Net-39 and ResNet-110 ({paper.TRAINING}); "
-        "figures from `bregflax/paper.py`. Δ = ours − paper.\n"
+        "figures from `bregflax/paper/published.py`. Δ = ours − paper.\n"
     )
     if missing:
         lines.append(

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bregflax import metrics
+from bregflax.evaluation import metrics
 
 DPI = 120
 

@@ -2,20 +2,19 @@
 
 Copies keep each input's path under its folder (:class:`Annotations`), never replace an
 input, ``--out``, ``--boxes`` or an earlier copy of the same run, and are written by the
-engine (:mod:`bregflax.inference`) once a frame's rows are known.
+engine (:mod:`bregflax.inference.engine`) once a frame's rows are known.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from bregflax.inference import Frame
+from bregflax import errors
+from bregflax.data.media import Frame
 
 # Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
 COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -87,9 +86,7 @@ class Annotations:
             path.parent.mkdir(parents=True, exist_ok=True)
             written = cv2.imwrite(str(path), draw(frame, rows))
         except cv2.error as e:
-            from bregflax.inference import one_line  # here: inference imports this module
-
-            raise OSError(f"cannot write {path}: {one_line(e)}") from None
+            raise OSError(f"cannot write {path}: {errors.one_line(e)}") from None
         if not written:
             raise OSError(f"cannot write {path}")
         return path

@@ -1,9 +1,9 @@
 """``bregflax export --workdir DIR --out model.bin``: the inference function as StableHLO.
 
-The file runs with :mod:`bregflax.runtime` (jax only). Its input is uint8 face crops
+The file runs with :mod:`bregflax.inference.runtime` (jax only). Its input is uint8 face crops
 (n, S, S, C) with a symbolic batch n; its outputs are the Predictor's ``probs`` and ``va``,
 computed as the Predictor computes them: each BatchNorm folded into the convolution before
-it (:mod:`bregflax.fold`). It is lowered for CPU, CUDA and TPU.
+it (:mod:`bregflax.nn.fold`). It is lowered for CPU, CUDA and TPU.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import runtime
-from bregflax.predictor import Predictor, forward
+from bregflax.inference import runtime
+from bregflax.inference.predictor import Predictor, forward
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     blob = export_predictor(predictor, [p for p in args.platforms.split(",") if p])
     Path(args.out).write_bytes(blob)
-    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.runtime")
+    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.inference.runtime")
     return 0
 
 

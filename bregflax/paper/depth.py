@@ -7,7 +7,7 @@ paired H3 − identity gap at each depth and whether it grows with depth, second
 per-block gradient norms through training, a map with an unbounded derivative, convergence
 speed (epochs to a fixed fraction of the final accuracy) and the weighted loss rescaled to
 average 1, with per-class recall. Every interval is the two-sided 95% t interval of
-``bregflax.stats``; a run that diverged is counted as such, never dropped silently.
+``bregflax.paper.stats``; a run that diverged is counted as such, never dropped silently.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bregflax import plots, report, stats
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import stats
 
 DASH = "–"
 FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final

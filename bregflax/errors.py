@@ -1,0 +1,30 @@
+"""How bregflax reports a failure: an exception in one line, and a command that stops.
+
+Every command fails the same way: ``fail(message)`` prints ``error: <message>`` as one line
+on stderr and exits with status 2 (argparse's status for bad usage), so scripts can tell a
+refused input from a crash.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+LIMIT = 160  # characters of an exception's text kept in one line
+
+
+def one_line(error: BaseException) -> str:
+    """The error's type and the first line of its text, cut at ``LIMIT`` characters
+    (TensorStore's pointer to its "full details" dropped)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    first = (lines[0] if lines else "").split(" See full TensorStore details")[0].strip()
+    if not first:
+        return type(error).__name__
+    return f"{type(error).__name__}: {first[:LIMIT]}{'...' if len(first) > LIMIT else ''}"
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Stops a command: ``error: <message>`` (its first line) on stderr, exit ``status``."""
+    text = str(message).strip().splitlines()
+    print(f"error: {text[0] if text else 'failed'}", file=sys.stderr)
+    raise SystemExit(status)
