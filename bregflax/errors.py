@@ -13,6 +13,11 @@ from typing import NoReturn
 LIMIT = 160  # characters of an exception's text kept in one line
 
 
+class ConfigError(ValueError):
+    """A config file, parameter string or override that cannot be used; the message says why
+    (``bregflax.configs.ConfigError``)."""
+
+
 def one_line(error: BaseException) -> str:
     """The error's type and the first line of its text, cut at ``LIMIT`` characters
     (TensorStore's pointer to its "full details" dropped)."""

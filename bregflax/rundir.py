@@ -20,7 +20,7 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
-from bregflax import configs
+from bregflax.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "run.lock"
@@ -54,9 +54,9 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     try:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise configs.ConfigError(f"{path} is not valid JSON ({e}); restore the file") from None
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore the file") from None
     if not isinstance(values, dict):
-        raise configs.ConfigError(f"{path} holds {type(values).__name__}, not a config object")
+        raise ConfigError(f"{path} holds {type(values).__name__}, not a config object")
     return ml_collections.ConfigDict(values)
 
 

@@ -181,5 +181,3 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
     assert not path.exists()
     with rundir.workdir_lock(tmp_path / "run"):  # again, once released
         pass
-
-

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bregflax.evaluation import report
+from bregflax.paper import cells as cells_lib
 from bregflax.paper import published as paper
 from bregflax.paper import tables
 
@@ -114,8 +115,8 @@ def _cell(parsed, label: str, column: str, section: str = "") -> str:
     return rows[0][column]
 
 
-D = tables.DATASET_NAMES
-A = tables.ARCH_NAMES
+D = cells_lib.DATASET_NAMES
+A = cells_lib.ARCH_NAMES
 ROW_LABELS = dict(report.CATEGORICAL_ROWS)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from bregflax import configs, rundir
 from bregflax.configs import experiment
-from bregflax.evaluation import report
+from bregflax.evaluation import report, shipped
 from bregflax.inference import predictor
 from scripts import make_montage, package_weights, prepare_fer2013
 
@@ -52,7 +52,7 @@ def test_training_time_sums_each_logged_stretch_at_its_rate(tmp_path, demo_confi
     ]
     lines = [json.dumps(r) for r in records] + ['{"step": 11, "train/ima']  # cut by a kill
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    assert package_weights.training_time(tmp_path) == {"train_step_hours": 0.889, "steps": 10}
+    assert shipped.training_time(tmp_path) == {"train_step_hours": 0.889, "steps": 10}
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bregflax.errors import ConfigError  # noqa: F401 - configs.ConfigError, as ever
+
 NAMES = (
     "default",
     "demo",
@@ -32,10 +34,6 @@ NAMES = (
     "fig5",
 )
 TABLE_CONFIGS = ("table1", "table2", "table3", "table4", "table5", "fig5")
-
-
-class ConfigError(ValueError):
-    """A config file, parameter string or override that cannot be used; the message says why."""
 
 
 def get(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,13 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from flax import serialization
 
 from bregflax.data import FER2013_CLASSES, pipeline
+from bregflax.inference import weights
 from bregflax.nn import fold as folding
 from bregflax.nn import models
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "weights"
+PRETRAINED_DIR = weights.WEIGHTS_DIR  # where from_pretrained looks (tests point it elsewhere)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # batch sizes compiled when first used; larger
 # batches run in chunks of 256. Powers of two: a batch never computes over 2x its faces.
 
@@ -147,12 +146,10 @@ class Predictor:
     def from_pretrained(cls, name: str = "fer2013") -> Predictor:
         """Weights shipped in the package (``bregflax/weights/<name>/``)."""
         folder = PRETRAINED_DIR / name
-        if not (folder / "params.msgpack").is_file():
-            have = [p.parent.name for p in PRETRAINED_DIR.glob("*/params.msgpack")]
-            raise FileNotFoundError(f"no shipped model {name!r}; shipped: {sorted(have) or 'none'}")
-        config = ml_collections.ConfigDict(json.loads((folder / "config.json").read_text()))
-        variables = serialization.msgpack_restore((folder / "params.msgpack").read_bytes())
-        info = json.loads((folder / "meta.json").read_text())
+        if not (folder / weights.PARAMS_FILE).is_file():
+            have = weights.shipped(PRETRAINED_DIR)
+            raise FileNotFoundError(f"no shipped model {name!r}; shipped: {have or 'none'}")
+        config, variables, info = weights.read(folder)
         predictor = cls.from_config(config, variables, info, flip=info.get("flip", False))
         predictor.class_names = tuple(info.get("class_names", predictor.class_names))
         return predictor
