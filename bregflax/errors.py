@@ -1,7 +1,7 @@
 """How bregflax reports a failure: an exception in one line, and a command that stops.
 
-Every command fails the same way: ``fail(message)`` prints ``error: <message>`` as one line
-on stderr and exits with status 2 (argparse's status for bad usage), so scripts can tell a
+Every command fails the same way: ``fail(message)`` prints ``error: <message>`` on stderr
+and exits with status 2 (argparse's status for bad usage), so scripts can tell a
 refused input from a crash.
 """
 
@@ -29,7 +29,7 @@ def one_line(error: BaseException) -> str:
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
-    """Stops a command: ``error: <message>`` (its first line) on stderr, exit ``status``."""
-    text = str(message).strip().splitlines()
-    print(f"error: {text[0] if text else 'failed'}", file=sys.stderr)
+    """Stops a command: ``error: <message>`` on stderr, exit ``status``. The message is one
+    line, but for the few that must say where to put things (a dataset not prepared)."""
+    print(f"error: {str(message).strip() or 'failed'}", file=sys.stderr)
     raise SystemExit(status)

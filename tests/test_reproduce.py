@@ -173,8 +173,11 @@ def test_command_line_errors(tmp_path, capsys):
         reproduce.parse_overrides(["progress_bar"])
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--table=8", "--workdir=w"])
-    with pytest.raises(SystemExit, match="unknown claim"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         reproduce.main(["--table=claims", f"--workdir={tmp_path}", "--claims=nope"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: unknown claim") and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- the grid

@@ -87,7 +87,7 @@ def test_the_trainer_moves_convolutions_off_ynnpack_and_imports_do_not():
     "module, work, args",
     [
         ("main", "train.train_and_evaluate", ["--config=configs/demo.py", "--workdir=w"]),
-        ("evaluate", "evaluate_workdir", ["--workdir=w"]),
+        ("evaluation.evaluate", "evaluate_workdir", ["--workdir=w"]),
     ],
 )
 def test_entry_points_apply_the_defaults_first(module, work, args, monkeypatch):
