@@ -31,7 +31,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.throughput import Runner, time_interleaved  # noqa: E402
-from bregflax import conv, models, xla_cpu  # noqa: E402
+from bregflax.nn import (
+    conv,  # noqa: E402
+    models,
+)
+from bregflax.training import xla_cpu
 
 OPS = ("fwd", "dx", "dW")
 ConvKey = collections.namedtuple("ConvKey", "shape features kernel stride needs_dx")

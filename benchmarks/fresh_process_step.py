@@ -24,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import throughput as tp  # noqa: E402
-from bregflax import xla_cpu  # noqa: E402
+from bregflax.training import xla_cpu  # noqa: E402
 
 
 def runner(model: str, framework: str, batch: int) -> tp.Runner:

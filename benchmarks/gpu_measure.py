@@ -30,9 +30,10 @@ from jax.sharding import Mesh
 
 from benchmarks import throughput
 from bregflax import data as data_lib
-from bregflax import paper, state, train
 from bregflax.data import pipeline
-from bregflax.parallel import Parallel
+from bregflax.paper import published as paper
+from bregflax.training import state, steps
+from bregflax.training.parallel import Parallel
 
 AFFECTNET_TRAIN = 287_651  # images in one AffectNet training epoch (the paper's timing)
 CHECK_RTOL = 1e-3
@@ -63,7 +64,7 @@ def host_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
 def _one_step(device, host_state, local, precision: str, va_weight: float) -> dict:
     parallel = Parallel(Mesh(np.asarray([device]), ("data",)))
     start = jax.device_put(host_state, parallel.replicated)
-    step_fn = train.jit_train_step(parallel, start, va_weight)
+    step_fn = steps.jit_train_step(parallel, start, va_weight)
     with jax.default_matmul_precision(precision):
         new, metrics = step_fn(start, parallel.shard_batch(local), None)
     return jax.device_get({"params": new.params, "stats": new.batch_stats, "metrics": metrics})

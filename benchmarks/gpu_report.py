@@ -5,8 +5,8 @@ Rendered from whatever stages have finished, so a partial run reads as one too.
 
 from __future__ import annotations
 
-from bregflax import paper
-from bregflax.report import format_value, markdown_table
+from bregflax.evaluation.report import format_value, markdown_table
+from bregflax.paper import published as paper
 
 DASH = "–"
 

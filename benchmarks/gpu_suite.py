@@ -41,9 +41,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import gpu_measure, gpu_report, gpu_table2  # noqa: E402
-from bregflax import configs, xla_cpu  # noqa: E402
+from bregflax import configs  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
 from bregflax.data import arrays  # noqa: E402
+from bregflax.training import xla_cpu
 
 DEFAULT_DATA = Path(".carry") / "fer2013"  # scripts/gpu_prepare.sh writes it
 VERSIONS = (

@@ -32,10 +32,13 @@ import jax
 import numpy as np
 from flax import serialization
 
-from bregflax import checkpoints, evaluate, models, plots, predictor, report, train
 from bregflax import data as data_lib
 from bregflax.configs import experiment
-from scripts import package_weights
+from bregflax.evaluation import evaluate, plots, report, shipped
+from bregflax.inference import predictor
+from bregflax.inference import weights as weights_layout
+from bregflax.nn import models
+from bregflax.training import checkpoints, train
 
 NAME = "fer2013-paper"
 FILE_LIMIT = 16 * 10**6  # bytes in one file the device run brings back
@@ -241,9 +244,9 @@ def write_runs_tar(suite) -> None:
 
 def package(workdir: Path, folder: Path, meta: dict, flip: bool = True) -> dict:
     """Writes the best checkpoint of ``workdir`` in float16 to ``folder`` as
-    ``scripts/package_weights.py`` lays out a shipped model; returns its meta.json."""
-    config, trained, step = checkpoints.load_trained(workdir, "best")
-    variables = jax.device_get({"params": trained.params, "batch_stats": trained.batch_stats})
+    ``bregflax.inference.weights`` lays out a shipped model; returns its meta.json."""
+    config, variables, step = checkpoints.load_variables(workdir, "best")
+    variables = jax.device_get(variables)
     half = jax.tree.map(lambda a: np.asarray(a, np.float16), variables)
     overflow = [
         jax.tree_util.keystr(path)
@@ -256,12 +259,10 @@ def package(workdir: Path, folder: Path, meta: dict, flip: bool = True) -> dict:
     if len(blob) > FILE_LIMIT:
         raise ValueError(f"params.msgpack would be {len(blob) / 1e6:.1f} MB, over the limit")
     names = predictor.class_names(config)
-    scores = package_weights.shipped_scores(config, half, names, flip)
+    scores = shipped.shipped_scores(config, half, names, flip)
     cat, norm = scores["categorical"], scores["skew_normalized"]
     view = "each face and its mirror image, averaged" if flip else "each face once"
-    texts = {
-        "params.msgpack": blob,
-        "config.json": json.dumps(config.to_dict(), indent=2) + "\n",
+    tables = {
         "val_table.md": f"# val, checkpoint step {step}, float16 weights, {view}\n\n"
         + report.categorical_table(cat, norm)
         + "\n",
@@ -275,15 +276,11 @@ def package(workdir: Path, folder: Path, meta: dict, flip: bool = True) -> dict:
         dtype="float16",
         checkpoint_step=int(step),
         epochs=config.num_epochs,
-        training_time=package_weights.training_time(workdir),
+        training_time=shipped.training_time(workdir),
     )
     meta["val"] = {"accuracy": cat["accuracy"], "skew_normalized": norm, "categorical": cat,
                    "per_class": scores["per_class"]}  # fmt: skip
-    texts["meta.json"] = json.dumps(meta, indent=2, default=float) + "\n"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in texts.items():
-        target = folder / name
-        target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    weights_layout.write(folder, config, half, meta, tables)
     return meta
 
 

@@ -8,7 +8,8 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from bregflax import diagnostics, models
+from bregflax.evaluation import diagnostics
+from bregflax.nn import models
 
 
 def main() -> None:

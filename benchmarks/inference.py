@@ -38,10 +38,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import detect, fold, models  # noqa: E402
 from bregflax.configs import default  # noqa: E402
 from bregflax.data import faces  # noqa: E402
-from bregflax.predictor import Predictor  # noqa: E402
+from bregflax.inference.engine import detect  # noqa: E402
+from bregflax.inference.predictor import Predictor  # noqa: E402
+from bregflax.nn import fold, models
 
 BATCHES = (1, 8, 64, 256)
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"

@@ -40,7 +40,7 @@ face, and for the faces both settings found: how many labels equal the ``before`
 and the mean over faces of the largest change of a class probability.
 
 ``--cli`` also times the whole command as a user runs it, start-up included
-(``python -m bregflax.predict VIDEO --out F.csv``, with its default YuNet and with
+(``python -m bregflax.inference.predict VIDEO --out F.csv``, with its default YuNet and with
 ``--detector haar``), for this tree and, with
 ``--before-root``, for another checkout (e.g. ``git worktree add /tmp/before HEAD``).
 """
@@ -65,9 +65,14 @@ if __package__ in (None, ""):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import detect, inference, predict, yunet  # noqa: E402
 from bregflax.data import media  # noqa: E402
-from bregflax.predictor import Predictor  # noqa: E402
+from bregflax.inference import (  # noqa: E402
+    detect,
+    predict,
+    yunet,
+)
+from bregflax.inference import engine as inference  # noqa: E402
+from bregflax.inference.predictor import Predictor  # noqa: E402
 
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"
 STAGES = ("decode", "detect", "crop", "model", "write")
@@ -460,12 +465,12 @@ def ratios(rows: list[dict]) -> str:
 
 
 def cli_wall(root: Path, video: str, out: Path, extra: list[str]) -> float:
-    """Seconds for ``python -m bregflax.predict VIDEO --out OUT`` run from ``root``."""
+    """Seconds for ``python -m bregflax.inference.predict VIDEO --out OUT`` run from ``root``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "bregflax.predict", video, "--out", str(out), "--no-progress",
-         *extra],
+        [sys.executable, "-m", "bregflax.inference.predict", video, "--out", str(out),
+         "--no-progress", *extra],
         cwd=root, env=env, check=True, capture_output=True,
     )  # fmt: skip
     return time.perf_counter() - start

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from bregflax import metrics
+from bregflax.evaluation import metrics
 
 PUBLIC_TEST_COUNTS = (467, 56, 496, 895, 653, 415, 607)
 

@@ -4,12 +4,12 @@ python benchmarks/throughput.py [--models BReGNetCPU,BReGNet39,ResNet110]
     [--dtypes float32,bfloat16] [--batches 64,128,256] [--repeats 3] [--quick]
     [--convs xla,materialized] [--compare-torch] [--json PATH]
 
-Train: ``train.jit_train_step``, the very step that training runs, on a random batch
+Train: ``steps.jit_train_step``, the very step that training runs, on a random batch
 already on the device. Inference: the jitted eval-mode forward at ``--infer-batch``.
 Each is warmed up once (that first call, compile included, is the "compile" time; it
 is reported minus one median step), then timed ``--repeats`` times with
 ``block_until_ready``; images/s is batch / median step time. ``--convs`` times the train
-step once per conv implementation (bregflax/conv.py), one row each, one after the other:
+step once per conv implementation (bregflax/nn/conv.py), one row each, one after the other:
 two JAX train steps alive and interleaved slow each other down (docs/performance.md).
 
 ``--compare-torch`` runs the same network in PyTorch (benchmarks/torch_reference.py,
@@ -41,11 +41,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bregflax import conv, state, train, xla_cpu  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
 from bregflax.configs import default  # noqa: E402
 from bregflax.data import pipeline  # noqa: E402
-from bregflax.parallel import Parallel  # noqa: E402
+from bregflax.nn import conv  # noqa: E402
+from bregflax.training import state, steps, xla_cpu
+from bregflax.training.parallel import Parallel  # noqa: E402
 
 MODELS = ("BReGNetCPU", "BReGNet39", "ResNet110", "BReGNetTiny")
 DEFAULT_MODELS = ("BReGNetCPU", "BReGNet39", "ResNet110")
@@ -120,14 +121,14 @@ def time_interleaved(runners: list[Runner], repeats: int) -> dict[str, dict]:
 
 
 def train_step_setup(config, seed: int = 0, local: dict | None = None):
-    """``train.jit_train_step`` of ``config`` over every device, its initial state (on the
+    """``steps.jit_train_step`` of ``config`` over every device, its initial state (on the
     devices) and the batch it is timed on: ``local`` (host arrays keyed as the pipeline's
     batches) or, by default, random images and labels of ``config.batch_size``."""
     parallel = Parallel.over_all_devices()
     model = state.build_model(config)
     initial = state.create_train_state(jax.random.key(seed), config, model, steps_per_epoch=100)
     initial = jax.device_put(initial, parallel.replicated)
-    step_fn = train.jit_train_step(parallel, initial, config.loss.va_weight)
+    step_fn = steps.jit_train_step(parallel, initial, config.loss.va_weight)
     if local is None:
         rng = np.random.default_rng(seed)
         batch, size, channels = config.batch_size, config.data.image_size, config.data.channels
@@ -254,7 +255,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--convs",
         default="auto",
-        help="conv implementations to time side by side in training (bregflax/conv.py), "
+        help="conv implementations to time side by side in training (bregflax/nn/conv.py), "
         "e.g. xla,materialized",
     )
     args = parser.parse_args(argv)

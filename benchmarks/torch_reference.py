@@ -1,4 +1,4 @@
-"""The BReG-Net of ``bregflax.models`` in PyTorch, for throughput comparisons only.
+"""The BReG-Net of ``bregflax.nn.models`` in PyTorch, for throughput comparisons only.
 
 Built from a flax ``BReGNet``'s fields (stage_sizes, widths, shortcut, stem_convs,
 stem_stride, stem_pool, num_classes), it computes the same function: ``copy_flax_to_torch``
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bregflax.models import num_params
+from bregflax.nn.models import num_params
 
 
 def _h1(x: torch.Tensor) -> torch.Tensor:

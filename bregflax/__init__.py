@@ -10,7 +10,7 @@ The expression of every face, in one line, with the shipped FER2013 model:
     for row in bregflax.video_emotions("clip.mp4", every=5):
         row["frame"], row["time_s"], row["box"], row["label"], row["probs"]
 
-These run the same engine as ``bregflax predict`` (:mod:`bregflax.inference`). Importing
+These run the same engine as ``bregflax predict`` (:mod:`bregflax.inference.engine`). Importing
 bregflax loads nothing heavy: jax and OpenCV are imported by the first call.
 """
 
@@ -24,14 +24,14 @@ __all__ = ["detect_emotions", "video_emotions"]
 
 @functools.lru_cache(maxsize=4)
 def _predictor(model: str):
-    from bregflax.predictor import Predictor
+    from bregflax.inference.predictor import Predictor
 
     return Predictor.from_pretrained(model)
 
 
 @functools.lru_cache(maxsize=4)
 def _detector(min_face: float, name: str = "yunet"):
-    from bregflax.yunet import make_detector
+    from bregflax.inference.yunet import make_detector
 
     return make_detector(name, min_face)
 
@@ -63,7 +63,7 @@ def detect_emotions(
     pixels; ``probs`` maps each class name to its probability, ``label`` is the likeliest
     (a valence/arousal model gives ``valence`` and ``arousal`` instead or as well).
     ``model``: a shipped model's name; ``predictor``: a
-    :class:`~bregflax.predictor.Predictor` of your own instead. ``min_face``: the smallest
+    :class:`~bregflax.inference.predictor.Predictor` of your own instead. ``min_face``: the smallest
     face side in pixels (default: the model's 48-pixel input). ``detector``: ``"yunet"``
     (a small CNN shipped in the package) or ``"haar"`` (OpenCV's cascade); ``align``: turn
     YuNet's crops so the eyes are level. Raises FileNotFoundError or ValueError for a file
@@ -73,10 +73,10 @@ def detect_emotions(
 
     import numpy as np
 
-    from bregflax import inference
     from bregflax.data import media
-    from bregflax.detect import MIN_FACE
-    from bregflax.predictor import as_uint8
+    from bregflax.inference import engine as inference
+    from bregflax.inference.detect import MIN_FACE
+    from bregflax.inference.predictor import as_uint8
 
     options = inference.Options(  # ValueError for a bad one
         min_face=min_face or MIN_FACE, detector=detector, align=align
@@ -130,8 +130,8 @@ def video_emotions(
     """
     import warnings
 
-    from bregflax import inference
-    from bregflax.detect import MIN_FACE, REDETECT_EVERY
+    from bregflax.inference import engine as inference
+    from bregflax.inference.detect import MIN_FACE, REDETECT_EVERY
 
     predictor = predictor or _predictor(model)
     options = inference.Options(

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "train": ("bregflax.main", "train a model: --config=configs/X.py --workdir=DIR"),
-    "evaluate": ("bregflax.evaluate", "every metric of a run's checkpoint on a split"),
-    "predict": ("bregflax.predict", "expressions of the faces in photos and videos"),
-    "reproduce": ("bregflax.reproduce", "a table or figure of the paper: --table=N"),
-    "export": ("bregflax.export", "serialize a model with jax.export for a jax-only runtime"),
+    "evaluate": ("bregflax.evaluation.evaluate", "every metric of a run's checkpoint on a split"),
+    "predict": ("bregflax.inference.predict", "expressions of the faces in photos and videos"),
+    "reproduce": ("bregflax.paper.reproduce", "a table or figure of the paper: --table=N"),
+    "export": ("bregflax.inference.export", "serialize a model with jax.export for jax alone"),
 }
 
 

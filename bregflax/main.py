@@ -13,7 +13,7 @@ the checkpoints) are one line and exit status 2, ``--verbose`` shows the traceba
 
 from __future__ import annotations
 
-from bregflax import xla_cpu
+from bregflax.training import xla_cpu
 
 if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
     xla_cpu.reexec_with_hugepages()
@@ -27,7 +27,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, safe_io, slurm, train
+from bregflax import configs, data, echoes, errors, rundir, safe_io
+from bregflax.training import slurm, train, xla_cpu
 
 OVERRIDE_PREFIX = "--config."
 
@@ -113,15 +114,14 @@ def initialize_distributed(args: argparse.Namespace) -> None:
 
 
 # Errors a user can act on: each is one line (what is wrong, what to do) and exit status 2.
-USER_ERRORS = (configs.ConfigError, checkpoints.RunError, data.DatasetNotFoundError)
+USER_ERRORS = (configs.ConfigError, rundir.RunError, data.DatasetNotFoundError)
 
 
 def user_error(error: Exception, verbose: bool) -> None:
     """Prints ``error`` as one line and exits 2; with ``verbose``, raises it (traceback)."""
     if verbose:
         raise error
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+    errors.fail(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # orbax logs every save at INFO; the progress bar and epoch lines say what matters.
     logging.set_verbosity(logging.WARNING)
     try:
-        train.train_and_evaluate(config, args.workdir)
+        with echoes.suppressed():  # orbax's echoes of a damaged checkpoint, for the whole run
+            train.train_and_evaluate(config, args.workdir)
     except USER_ERRORS as e:
         user_error(e, args.verbose)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, at any moment: compiling included

@@ -13,7 +13,7 @@
 # twice at once and one left by a session's end is taken again, resuming from its last
 # checkpoint. Safe to start again at any time; finished runs are skipped. When every run is
 # done, one more call (training nothing) writes depth.md.
-# To free the cores for a while: pkill -STOP / -CONT -f "bregflax.reproduce --table=depth".
+# To free the cores for a while: pkill -STOP / -CONT -f "bregflax.paper.reproduce --table=depth".
 # SCALE=test EPOCHS=2 runs the same on the synthetic faces in a minute or two (the test suite
 # does); DATA_DIR is then unused.
 set -euo pipefail

@@ -87,7 +87,7 @@ if ((wheels)); then
   # Every distribution the run imports must be on the image or carried.
   DEVICE="$DEVICE" WHEELS="$WHEELS" PYTHONPATH="$root" "$py" - <<'EOF'
 import importlib.metadata as md, os, re, sys
-import tensorboardX  # noqa: F401  (bregflax.logger imports it when a run starts)
+import tensorboardX  # noqa: F401  (bregflax.training.logger imports it when a run starts)
 import benchmarks.gpu_suite  # noqa: F401  (everything else the run imports)
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
 have = {norm(n) for n in (os.environ["DEVICE"] + " " + os.environ["WHEELS"]).split()}

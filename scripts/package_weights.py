@@ -13,7 +13,6 @@ each face averaged with its mirror image).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
@@ -21,33 +20,12 @@ import jax
 import numpy as np
 from flax import serialization
 
-from bregflax import checkpoints, evaluate, models, plots, predictor, report, xla_cpu
-from bregflax import data as data_lib
+from bregflax.evaluation import evaluate, report, shipped
+from bregflax.inference import predictor, weights
+from bregflax.nn import models
+from bregflax.training import checkpoints, xla_cpu
 
 LIMIT_BYTES = 10 * 2**20
-
-
-def training_time(workdir: Path) -> dict:
-    """Hours spent in train steps, from the images/s logged over the whole run (resumes too)."""
-    records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
-    rates = [(r["step"], r["train/images_per_sec"]) for r in records if "train/images_per_sec" in r]
-    batch = checkpoints.read_config(workdir).batch_size
-    seconds, last = 0.0, 0
-    for step, rate in sorted(rates):
-        seconds += (step - last) * batch / rate
-        last = step
-    return {"train_step_hours": round(seconds / 3600, 3), "steps": last}
-
-
-def shipped_scores(config, variables, names, flip: bool) -> dict:
-    """Every metric on val of the model as shipped (with or without mirror averaging)."""
-    source = data_lib.load(config.data.source, "val", config.data).source
-    records = [source[i] for i in range(len(source))]
-    model = predictor.Predictor.from_config(config, variables, flip=flip)
-    probs = model.predict_faces(model.preprocess([r["image"] for r in records]))["probs"]
-    labels = np.array([r["label"] for r in records], np.int32)
-    ids = np.array([str(r.get("source_id", i)) for i, r in enumerate(records)])
-    return evaluate.score({"probs": probs, "label": labels, "source_id": ids}, names, 200)
 
 
 def main(argv=None) -> None:
@@ -60,22 +38,19 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     xla_cpu.apply()  # evaluation's XLA:CPU flags, before jax computes anything
     single = evaluate.evaluate_workdir(args.workdir, "val", "best")
-    config, state, step = checkpoints.load_trained(args.workdir, "best")
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    config, variables, step = checkpoints.load_variables(args.workdir, "best")
+    variables = jax.device_get(variables)
     names = predictor.class_names(config)
-    scores = shipped_scores(config, variables, names, args.flip)
+    scores = shipped.shipped_scores(config, variables, names, args.flip)
     out = predictor.PRETRAINED_DIR / args.name
-    out.mkdir(parents=True, exist_ok=True)
-    blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
-    if len(blob) > LIMIT_BYTES:
-        raise SystemExit(f"weights are {len(blob) / 2**20:.1f} MiB, over the 10 MiB limit")
-    (out / "params.msgpack").write_bytes(blob)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     view = "each face and its mirror image, averaged" if args.flip else "each face once"
     title = f"# val (PublicTest, 3,589 faces), checkpoint step {step}, {view}\n\n"
-    table = report.categorical_table(scores["categorical"], scores["skew_normalized"])
-    (out / "val_table.md").write_text(title + table + "\n")
-    (out / "val_per_class.md").write_text(report.per_class_table(scores["per_class"]) + "\n")
+    tables = {
+        "val_table.md": title
+        + report.categorical_table(scores["categorical"], scores["skew_normalized"])
+        + "\n",
+        "val_per_class.md": report.per_class_table(scores["per_class"]) + "\n",
+    }
     cat, skew = scores["categorical"], scores["skew_normalized"]
     meta = {
         "class_names": list(names),
@@ -86,7 +61,7 @@ def main(argv=None) -> None:
         "command": args.command,
         "checkpoint_step": int(step),
         "epochs": config.num_epochs,
-        "training_time": training_time(args.workdir),
+        "training_time": shipped.training_time(args.workdir),
         "hardware": args.hardware or f"{platform.machine()}, {jax.devices()[0].device_kind}",
         "val": {
             "split": "PublicTest (3,589 faces)",
@@ -97,8 +72,11 @@ def main(argv=None) -> None:
             "accuracy_without_flip": single["categorical"]["accuracy"],
         },
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=float) + "\n")
-    print(f"wrote {out}: {len(blob) / 2**20:.2f} MiB, val accuracy {cat['accuracy']:.4f}")
+    size = len(serialization.msgpack_serialize(jax.tree.map(np.asarray, variables)))
+    if size > LIMIT_BYTES:
+        raise SystemExit(f"weights are {size / 2**20:.1f} MiB, over the 10 MiB limit")
+    weights.write(out, config, jax.tree.map(np.asarray, variables), meta, tables)
+    print(f"wrote {out}: {size / 2**20:.2f} MiB, val accuracy {cat['accuracy']:.4f}")
 
 
 if __name__ == "__main__":

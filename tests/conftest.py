@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bregflax import xla_cpu
+from bregflax.training import xla_cpu
 
 xla_cpu.apply()  # the trainer's XLA:CPU defaults, as the entry points apply them
 
@@ -143,7 +143,7 @@ def trained_run(tmp_path_factory) -> Path:
     Shared by the train, evaluate, predict, export and reproduce tests: treat it as read-only
     (evaluate's ``eval/`` reports are the exception).
     """
-    from bregflax import train
+    from bregflax.training import train
 
     workdir = tmp_path_factory.mktemp("trained_run")
     train.train_and_evaluate(_trained_run_config(), workdir)
@@ -186,12 +186,14 @@ def run_main() -> Callable[..., subprocess.CompletedProcess]:
 def final_params() -> Callable[..., dict]:
     """``final_params(workdir, config)``: the parameters of the run's latest checkpoint, as
     numpy arrays (``config`` gives the structure: the run's own, or one of the same model)."""
-    from bregflax import checkpoints
+    from bregflax.training import checkpoints
 
     def params(workdir: Path, config: ml_collections.ConfigDict) -> dict:
         manager = checkpoints.manager(workdir, config)
         template = checkpoints.abstract_state(config)
-        return jax.device_get(checkpoints.restore(manager, manager.latest_step(), template).params)
+        return jax.device_get(
+            checkpoints.restore_state(manager, manager.latest_step(), template).params
+        )
 
     return params
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bregflax.annotate import Annotations
-from bregflax.inference import Frame
+from bregflax.inference.annotate import Annotations
+from bregflax.inference.engine import Frame
 
 
 def test_annotate_names_video_frames(tmp_path):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import bregflax
-from bregflax import predict
 from bregflax.data import FER2013_CLASSES, faces
-from bregflax.detect import FER2013_MARGIN
-from bregflax.predictor import Predictor
+from bregflax.inference import predict
+from bregflax.inference.detect import FER2013_MARGIN
+from bregflax.inference.predictor import Predictor
 
 
 def _scene(fer2013_dir, spots=((60, 100), (380, 160)), side=160):

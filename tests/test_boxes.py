@@ -2,7 +2,7 @@
 
 import pytest
 
-from bregflax.boxes import read_boxes
+from bregflax.inference.boxes import read_boxes
 
 
 def test_read_boxes(tmp_path, monkeypatch):

@@ -1,20 +1,18 @@
 """A run on disk: config.json, the checkpoints kept, and loading a trained state back."""
 
 import functools
-import gc
 import json
-import logging
 import os
 import subprocess
 import sys
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, state
+from bregflax import rundir
+from bregflax.training import checkpoints
 
 
 @pytest.mark.parametrize("mode, best", [("max", 2), ("min", 3)])
@@ -45,20 +43,20 @@ def test_no_checkpoints_is_a_clear_error(demo_config, tmp_path):
 
 
 def test_config_round_trips_through_config_json(demo_config, tmp_path):
-    path = checkpoints.write_config(tmp_path, demo_config)
+    path = rundir.write_config(tmp_path, demo_config)
     assert path == tmp_path / "config.json"
-    read = checkpoints.read_config(tmp_path)
+    read = rundir.read_config(tmp_path)
     assert read.to_dict() == json.loads(demo_config.to_json_best_effort())
     assert read.model.name == "BReGNetTiny" and read.optim.learning_rate == 0.05
 
 
 def test_a_workdir_without_config_json_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
-        checkpoints.read_config(tmp_path)
+        rundir.read_config(tmp_path)
 
 
 def test_abstract_state_is_the_real_state_without_computing_it(trained_run, trained_run_config):
-    real = checkpoints.restore(
+    real = checkpoints.restore_state(
         checkpoints.reader(trained_run), 12, checkpoints.abstract_state(trained_run_config)
     )
     assert isinstance(real.params, dict) and jax.tree.leaves(real.params)[0].size > 0
@@ -71,18 +69,24 @@ def test_abstract_state_is_the_real_state_without_computing_it(trained_run, trai
     assert abstract.step.dtype == jnp.int32
 
 
-def test_load_trained_gives_each_saved_state(trained_run, final_params, read_metric):
-    config, latest, step = checkpoints.load_trained(trained_run, "latest")
-    assert step == 12 and int(latest.step) == 12 and latest.step.dtype == jnp.int32
+def test_load_variables_gives_each_saved_checkpoints_variables(
+    trained_run, final_params, read_metric
+):
+    config, latest, step = checkpoints.load_variables(trained_run, "latest")
+    assert step == 12 and set(latest) == {"params", "batch_stats"}  # no optimizer state
     expected = final_params(trained_run, config)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(latest.params), expected)
-    assert isinstance(latest, state.TrainState) and latest.batch_stats is not None
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(latest["params"]), expected)
+    manager = checkpoints.reader(trained_run)
+    whole = checkpoints.restore_state(manager, 12, checkpoints.abstract_state(config))
+    jax.tree.map(np.testing.assert_array_equal, latest["batch_stats"], whole.batch_stats)
 
-    _, third, step = checkpoints.load_trained(trained_run, "9")
-    assert step == 9 and int(third.step) == 9
-    assert not np.array_equal(jax.tree.leaves(third.params)[0], jax.tree.leaves(latest.params)[0])
+    _, third, step = checkpoints.load_variables(trained_run, "9")
+    assert step == 9
+    assert not np.array_equal(
+        jax.tree.leaves(third["params"])[0], jax.tree.leaves(latest["params"])[0]
+    )
 
-    _, _, best = checkpoints.load_trained(trained_run, "best")
+    _, _, best = checkpoints.load_variables(trained_run, "best")
     records = [
         json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
     ]
@@ -90,13 +94,17 @@ def test_load_trained_gives_each_saved_state(trained_run, final_params, read_met
     assert best in accuracy and accuracy[best] == max(accuracy.values())
 
 
-def test_loading_a_run_does_not_import_the_trainer(trained_run):
+def test_loading_a_run_needs_neither_the_trainer_nor_the_optimizer(trained_run):
     code = (
         "import sys\n"
-        "from bregflax import checkpoints\n"
-        f"config, state, step = checkpoints.load_trained({str(trained_run)!r}, 'latest')\n"
-        "assert step == 12, step\n"
-        "print(sorted(m for m in sys.modules if m in ('bregflax.train', 'bregflax.logger')))\n"
+        "hook = sys.unraisablehook\n"
+        "from bregflax.inference.predictor import Predictor\n"
+        f"p = Predictor.from_workdir({str(trained_run)!r}, 'latest')\n"
+        "assert p.info['step'] == 12, p.info\n"
+        "assert sys.unraisablehook is hook, 'a process-wide hook was left installed'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('optax', 'bregflax.training.'))\n"
+        "             and m != 'bregflax.training.checkpoints'\n"
+        "             and m != 'bregflax.training.parallel'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -155,104 +163,21 @@ def test_fallbacks_are_ranked_and_damaged_metrics_do_not_stop_reading(
 
 
 def test_a_folder_is_checked_for_writing_without_leaving_anything(tmp_path):
-    assert checkpoints.ensure_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert rundir.ensure_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "file").write_text("")
-    with pytest.raises(checkpoints.WorkdirError, match=r"a file is in the way\); do this"):
-        checkpoints.ensure_writable(tmp_path / "file" / "eval", "; do this")
+    with pytest.raises(rundir.WorkdirError, match=r"a file is in the way\); do this"):
+        rundir.ensure_writable(tmp_path / "file" / "eval", "; do this")
     with pytest.raises(OSError, match="is a file"):
-        checkpoints.prepare_workdir(tmp_path / "file")
+        rundir.prepare_workdir(tmp_path / "file")
 
 
 def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
-    with checkpoints.workdir_lock(tmp_path / "run") as path:
-        assert path == tmp_path / "run" / checkpoints.LOCK_FILE
-        with pytest.raises(checkpoints.WorkdirBusyError, match=f"pid {os.getpid()} on host"):
-            with checkpoints.workdir_lock(tmp_path / "run"):
+    with rundir.workdir_lock(tmp_path / "run") as path:
+        assert path == tmp_path / "run" / rundir.LOCK_FILE
+        with pytest.raises(rundir.WorkdirBusyError, match=f"pid {os.getpid()} on host"):
+            with rundir.workdir_lock(tmp_path / "run"):
                 pass
     assert not path.exists()
-    with checkpoints.workdir_lock(tmp_path / "run"):  # again, once released
+    with rundir.workdir_lock(tmp_path / "run"):  # again, once released
         pass
-
-
-def test_an_abandoned_read_is_not_echoed_but_other_unawaited_coroutines_are():
-    """Under load a failed restore leaves orbax's ``..._index_and_device_put`` reads
-    unawaited; their RuntimeWarning would break "one line per skipped checkpoint"."""
-
-    async def _index_and_device_put():
-        pass
-
-    async def something_else():
-        pass
-
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")  # every warning shows, but for the quieted one
-        checkpoints._echoes.install()
-        for make in (_index_and_device_put, something_else):
-            coroutine = make()
-            del coroutine
-            gc.collect()
-    messages = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "something_else' was never awaited" in messages[0], messages
-
-
-def test_what_names_a_failed_restore_is_dropped_what_names_a_good_one_shows_after(tmp_path):
-    """Echoes without the usual words ("Task exception was never retrieved" for a read of
-    the damaged file, seen in CI) are known by the directory they name."""
-    echoes, shown = checkpoints._Echoes(), []
-
-    def message(step, what="Truncated Zstd-compressed stream"):
-        text = f"future: <Task finished exception=ValueError('{tmp_path}/{step}/default/: {what}')>"
-        if echoes.shows(text, lambda: shown.append(text)):
-            shown.append(text)
-
-    with pytest.raises(OSError):
-        with echoes.restoring(tmp_path / "12"):
-            message(12)  # during the failing restore: held, then dropped
-            raise OSError("damaged")
-    message(12)  # after it: dropped
-    message(120)  # another step whose name starts alike: shown at once
-    assert [m.split("/")[-3] for m in shown] == ["120"]
-    with echoes.restoring(tmp_path / "9"):
-        message(9, "a real message during a good restore")
-        assert len(shown) == 1  # held while the restore runs
-    assert len(shown) == 2 and "a real message" in shown[1]  # and shown once it succeeded
-    message(6, "Encountered error while reading array index")  # the usual words: dropped
-    assert len(shown) == 2
-    with echoes.restoring(tmp_path / "12"):  # step 12 saved again, and sound
-        pass
-    message(12, "a real message about the new step 12")
-    assert len(shown) == 3 and "new step 12" in shown[2]
-
-
-def test_an_asyncio_echo_of_a_failed_restore_is_not_logged(tmp_path, caplog):
-    checkpoints._echoes.install()
-    with pytest.raises(OSError):
-        with checkpoints._echoes.restoring(tmp_path / "12"):
-            raise OSError("damaged")
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "12" / "x")
-    asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "3" / "x")
-    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
-    assert len(logged) == 1 and str(tmp_path / "3") in logged[0], logged
-
-
-def test_the_unraisable_hook_comes_back_when_replaced_and_passes_on_the_rest(monkeypatch):
-    class RaisesWhenCollected:
-        def __init__(self, text):
-            self.text = text
-
-        def __del__(self):
-            raise ValueError(self.text)
-
-    seen = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
-    echoes = checkpoints._Echoes()
-    echoes.install()
-    try:
-        for text in ("Encountered error while reading array index: (0,)", "something else"):
-            RaisesWhenCollected(text)
-            gc.collect()
-    finally:
-        logging.getLogger("asyncio").removeFilter(echoes._filter)
-    assert seen == ["something else"]

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from bregflax import cli, xla_cpu
+from bregflax import cli
+from bregflax.training import xla_cpu
 
 
 def test_usage_and_unknown_command(capsys):

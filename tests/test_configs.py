@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from bregflax import configs, models, state, train
+from bregflax import configs
 from bregflax.configs import experiment
+from bregflax.nn import models
+from bregflax.training import state, train
 
 # The table configs take a parameter string; ``test`` is their tiniest scale.
 ARGS = {name: "test" for name in configs.TABLE_CONFIGS}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import export, lax
 
-from bregflax import conv
+from bregflax.nn import conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("materialized", "phased")

@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bregflax import data
-from bregflax.data import arrays, pipeline
+from bregflax import data, rundir
+from bregflax.data import arrays, convert, pipeline
 
 
 def faces(n, size=12, channels=1, seed=0):
@@ -226,7 +226,7 @@ def test_convert_command_is_lossless_and_smaller(tmp_path, capsys):
     images = (smooth[None] + np.arange(40)[:, None, None]).astype(np.uint8)
     arrays.write_split(src / "train.npz", images, labels=np.arange(40) % 7)
     arrays.write_split(src / "val.npz", images[:5])
-    arrays.main([str(src), str(tmp_path / "out"), "--format=webp"])
+    convert.main([str(src), str(tmp_path / "out"), "--format=webp"])
     assert "train: " in capsys.readouterr().out
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["train", "val"]
@@ -235,9 +235,9 @@ def test_convert_command_is_lossless_and_smaller(tmp_path, capsys):
     np.testing.assert_array_equal(sheets.source.arrays["images"], plain.source.arrays["images"])
     np.testing.assert_array_equal(sheets.class_counts, plain.class_counts)
     assert sum(f.stat().st_size for f in (out / "train").iterdir()) < images.nbytes / 4
-    assert arrays.convert(src, tmp_path / "png", "png", ["val"]).keys() == {"val"}
+    assert convert.convert(src, tmp_path / "png", "png", ["val"]).keys() == {"val"}
     with pytest.raises(data.DatasetNotFoundError, match="no <split>.npz"):
-        arrays.convert(tmp_path / "out", tmp_path / "x", "webp")
+        convert.convert(tmp_path / "out", tmp_path / "x", "webp")
 
 
 def test_loading_a_source_imports_only_its_module(tmp_path):
@@ -271,9 +271,9 @@ def test_training_on_arrays_matches_training_on_the_same_synthetic_data(
     tmp_path, trained_run, read_metric
 ):
     """The shared tiny run, retrained from its data written as arrays: identical losses."""
-    from bregflax import checkpoints, train
+    from bregflax.training import train
 
-    run = checkpoints.read_config(trained_run)
+    run = rundir.read_config(trained_run)
     for split in (run.data.train_split, run.data.eval_split):
         source = data.load("synthetic", split, run.data).source.arrays
         arrays.write_split(
@@ -299,7 +299,7 @@ def test_training_on_arrays_matches_training_on_the_same_synthetic_data(
 @pytest.mark.slow
 def test_real_fer2013_as_webp_sheets(tmp_path, fer2013_dir):
     """The shared FER2013 arrays as lossless WebP sheets: bit-exact, and small enough to carry."""
-    sizes = arrays.convert(fer2013_dir, tmp_path / "webp", "webp", ["train", "val"])
+    sizes = convert.convert(fer2013_dir, tmp_path / "webp", "webp", ["train", "val"])
     assert sum(sizes.values()) < 56 * 2**20, sizes  # the npz files take 68 MiB
     cfg = config(tmp_path / "webp", image_size=48)
     train, val = (data.load("arrays", s, cfg) for s in ("train", "val"))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import data
+from bregflax import data, rundir
 from bregflax.data import build_report, fer2013
 
 
@@ -271,10 +271,9 @@ def test_training_on_a_prepared_build(tmp_path, make_config, trained_run, read_m
     cross-entropy equals the shared run's; FER2013 has no valence/arousal, so the loss is
     the cross-entropy alone. (The shared run's config keeps the compiled steps cached.)
     """
-    from bregflax import checkpoints
-    from bregflax import train as train_lib
+    from bregflax.training import train as train_lib
 
-    run = checkpoints.read_config(trained_run)
+    run = rundir.read_config(trained_run)
     synthetic = {
         usage: data.load("synthetic", split, run.data).source.arrays
         for usage, split in (("Training", "train"), ("PublicTest", "val"))
@@ -327,7 +326,7 @@ def test_real_fer2013_through_the_csv(tmp_path, make_config, fer2013_dir, shrink
         data.load("fer2013", "test", config)
     # The prepared build trains: python -m bregflax.main --config=configs/fer2013.py would.
     from bregflax import configs
-    from bregflax import train as train_lib
+    from bregflax.training import train as train_lib
 
     overrides = {"data.source": "fer2013", "model.name": "BReGNetTiny", "max_steps": 3}
     run = shrink(configs.get("fer2013"), **overrides, batch_size=16, eval_batch_size=256)

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import detect
+from bregflax.inference import detect
 
 
 def _background(height=480, width=640):

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from bregflax import diagnostics
+from bregflax.evaluation import diagnostics
 
 BLOCKS = ("stage1_block0", "stage0_block10", "stage0_block2", "stage0_block0")  # not in order
 

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, data, evaluate, metrics, train
+from bregflax import data
+from bregflax.evaluation import evaluate, metrics
+from bregflax.training import checkpoints, train
 
 VA_FILES = ("val_va_scatter.png", "val_va_error_hist.png")
 
@@ -37,9 +39,9 @@ def test_cli_writes_every_file(trained_run, capsys):
 def test_predictions_agree_with_the_trainers_validation(trained_run, read_metric):
     """predict_split in batches of 16 gives the accuracy and loss the trainer logged at the
     last step (batches of 32), and the scores evaluate computes from the same predictions."""
-    config, state, step = checkpoints.load_trained(trained_run, "latest")
+    config, variables, step = checkpoints.load_variables(trained_run, "latest")
     split = data.load(config.data.source, "val", config.data)
-    predictions = evaluate.predict_split(config, state, split.source, batch_size=16)
+    predictions = evaluate.predict_split(config, variables, split.source, batch_size=16)
     assert len(predictions["probs"]) == len(predictions["va"]) == 40
     np.testing.assert_allclose(predictions["probs"].sum(-1), 1.0, rtol=1e-5)
     labels, predicted = predictions["label"], predictions["probs"].argmax(-1)
@@ -71,9 +73,9 @@ def test_checkpoint_choice_and_errors(trained_run, tmp_path, capsys):
 
 
 def test_categorical_predictions_write_no_va_files(trained_run, tmp_path):
-    config, state, step = checkpoints.load_trained(trained_run, "latest")
+    config, variables, step = checkpoints.load_variables(trained_run, "latest")
     split = data.load(config.data.source, "val", config.data)
-    predictions = evaluate.predict_split(config, state, split.source, batch_size=32)
+    predictions = evaluate.predict_split(config, variables, split.source, batch_size=32)
     del predictions["va"]
     results = {"split": "val", "step": step, **evaluate.score(predictions, split.class_names, 5)}
     assert "dimensional" not in results and "categorical" in results

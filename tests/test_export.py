@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from bregflax import export, runtime
-from bregflax.predictor import Predictor
+from bregflax.inference import export, runtime
+from bregflax.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_round_trip_equals_the_predictor(exported):
 
 
 def test_runtime_needs_only_jax(exported, repo_root):
-    source = str(repo_root / "bregflax" / "runtime.py")
+    source = str(repo_root / "bregflax" / "inference" / "runtime.py")
     code = (
         "import importlib.util, sys, numpy as np\n"
         f"spec = importlib.util.spec_from_file_location('rt', {source!r})\n"

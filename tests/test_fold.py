@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bregflax import fold, models
-from bregflax.predictor import Predictor
+from bregflax.inference.predictor import Predictor
+from bregflax.nn import fold, models
 
 
 def _random_variables(model, shape, seed=0):

@@ -16,8 +16,9 @@ import pytest
 from flax import serialization
 
 from benchmarks import gpu_measure, gpu_suite, gpu_table2
-from bregflax import checkpoints, predictor, state
 from bregflax.data import arrays
+from bregflax.inference import predictor
+from bregflax.training import checkpoints, state
 
 DEVICE_FILES = 8  # what a device call brings back from $OUT: files, MiB each, folders down
 DEVICE_FILE_MIB = 16
@@ -135,10 +136,9 @@ def test_packaged_weights_are_float16_and_predict_as_the_trained_run(
     )
     monkeypatch.setattr(predictor, "PRETRAINED_DIR", tmp_path)
     shipped = predictor.Predictor.from_pretrained(gpu_table2.NAME)
-    config, trained, _ = checkpoints.load_trained(
+    config, variables, _ = checkpoints.load_variables(
         results["table2"]["arms"]["bregnet_regular"]["workdir"]
     )
-    variables = {"params": trained.params, "batch_stats": trained.batch_stats}
     reference = predictor.Predictor.from_config(config, variables, flip=shipped.flip)
     faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 1), dtype=np.uint8)
     np.testing.assert_allclose(

@@ -46,7 +46,7 @@ def installed(tmp_path_factory, repo_root):
         "bregflax/configs/__init__.py",
         "bregflax/configs/experiment.py",
         "bregflax/configs/table1.py",
-        "bregflax/paper.py",
+        "bregflax/paper/published.py",
         "bregflax/weights/fer2013/params.msgpack",
         "bregflax/weights/fer2013/config.json",
         "bregflax/weights/fer2013/meta.json",
@@ -108,7 +108,7 @@ def test_default_predict_finds_faces_with_the_shipped_yunet_offline(installed, f
     offline = {**env, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     offline.update(http_proxy=offline["HTTP_PROXY"], https_proxy=offline["HTTPS_PROXY"])
     python = env_dir / "bin" / "python"
-    code = "import bregflax.yunet as y; print(y.MODEL_PATH); y.network()"
+    code = "import bregflax.inference.yunet as y; print(y.MODEL_PATH); y.network()"
     where = Path(run([python, "-c", code], outside, offline).stdout.strip())
     assert where.is_file() and where.resolve().is_relative_to(env_dir.resolve()), where
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from bregflax import losses
+from bregflax.nn import losses
 
 
 def test_class_weights_are_fmin_over_f():

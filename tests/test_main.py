@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from bregflax import configs, main, train
+from bregflax import configs, main
+from bregflax.training import train
 
 
 @pytest.fixture

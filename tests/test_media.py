@@ -176,7 +176,7 @@ def _vfr_mkv(path, times_ms, duration_ms, fps=25):
 
 
 def _predict(*args):
-    from bregflax import predict
+    from bregflax.inference import predict
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

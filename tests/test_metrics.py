@@ -1,4 +1,4 @@
-"""bregflax.metrics against scikit-learn, scipy and krippendorff, hand-worked values, and
+"""bregflax.evaluation.metrics against scikit-learn, scipy and krippendorff, hand-worked values, and
 the edge cases the module defines."""
 
 import time
@@ -12,7 +12,7 @@ import sklearn.metrics as skm
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bregflax import metrics as M
+from bregflax.evaluation import metrics as M
 
 SETTINGS = settings(max_examples=60, deadline=None)
 FER_PUBLIC_TEST = [467, 56, 496, 895, 653, 415, 607]

@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bregflax import diagnostics, models
+from bregflax.evaluation import diagnostics
+from bregflax.nn import models
 
 
 def _key(seed: int) -> jax.Array:

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from bregflax import optim
+from bregflax.training import optim
 
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])

@@ -1,4 +1,4 @@
-"""bregflax.paper: the paper's figures, checked against the paper's text, and every one of
+"""bregflax.paper.published: the paper's figures, checked against the paper's text, and every one of
 them shown, in its own row and column, by the tables ``bregflax reproduce`` writes."""
 
 import re
@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bregflax import paper, report, tables
+from bregflax.evaluation import report
+from bregflax.paper import cells as cells_lib
+from bregflax.paper import published as paper
+from bregflax.paper import tables
 
 PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "bregnet_fg2019.txt"
 
@@ -112,8 +115,8 @@ def _cell(parsed, label: str, column: str, section: str = "") -> str:
     return rows[0][column]
 
 
-D = tables.DATASET_NAMES
-A = tables.ARCH_NAMES
+D = cells_lib.DATASET_NAMES
+A = cells_lib.ARCH_NAMES
 ROW_LABELS = dict(report.CATEGORICAL_ROWS)
 
 

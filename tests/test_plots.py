@@ -1,4 +1,4 @@
-"""bregflax.plots: each function writes a readable PNG."""
+"""bregflax.evaluation.plots: each function writes a readable PNG."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bregflax import plots
+from bregflax.evaluation import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

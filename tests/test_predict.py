@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import predict
 from bregflax.data import FER2013_CLASSES, synthetic
-from bregflax.predict import csv_columns
-from bregflax.predictor import Predictor
+from bregflax.inference import predict
+from bregflax.inference.predict import csv_columns
+from bregflax.inference.predictor import Predictor
 
 
 def _face(seed=0):

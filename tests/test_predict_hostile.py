@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import predict, safe_io
+from bregflax import safe_io
 from bregflax.data import synthetic
+from bregflax.inference import predict
 
 
 def _face(seed=0):
@@ -110,7 +111,9 @@ def test_rows_are_on_disk_before_a_crash(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        from bregflax import predict, safe_io
+        from bregflax import safe_io
+        from bregflax.inference import predict
+        from bregflax.inference import predict
         from bregflax.data import media
         read = media.read_image
         def crashing(path):

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bregflax import configs, models
+from bregflax import configs
 from bregflax.data import FER2013_CLASSES, synthetic
-from bregflax.predictor import BUCKETS, Predictor, bucket, class_names
+from bregflax.inference.predictor import BUCKETS, Predictor, bucket, class_names
+from bregflax.nn import models
 
 ACCURACY_FIRST_256 = 179 / 256  # the shipped model on FER2013 PublicTest's first 256 faces
 
@@ -124,13 +125,12 @@ def test_class_names_follow_the_dataset_and_head():
 
 
 def test_from_workdir_matches_the_checkpoint(trained_run):
-    from bregflax import checkpoints
+    from bregflax.training import checkpoints
 
     latest = Predictor.from_workdir(trained_run, "latest")
     assert latest.info["step"] == 12 and latest.has_va and latest.class_names == FER2013_CLASSES
-    config, state, step = checkpoints.load_trained(trained_run, "latest")
+    config, variables, step = checkpoints.load_variables(trained_run, "latest")
     x = np.random.default_rng(2).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
     model = models.create_model(config.model)
     logits = model.apply(variables, x / 127.5 - 1.0, train=False)["logits"]
     np.testing.assert_allclose(latest.predict_faces(x)["probs"], jax.nn.softmax(logits), atol=1e-5)
@@ -145,7 +145,7 @@ def test_inference_never_imports_the_trainer(repo_root):
     code = (
         "import os, sys\n"
         f"import {', '.join('bregflax.' + m for m in modules)}\n"
-        "assert 'bregflax.train' not in sys.modules, 'imported bregflax.train'\n"
+        "assert 'bregflax.training.train' not in sys.modules, 'imported bregflax.training.train'\n"
         "assert 'XLA_FLAGS' not in os.environ, os.environ['XLA_FLAGS']\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -1,8 +1,8 @@
-"""bregflax.report: markdown tables in the paper's layout."""
+"""bregflax.evaluation.report: markdown tables in the paper's layout."""
 
 import numpy as np
 
-from bregflax import metrics, report
+from bregflax.evaluation import metrics, report
 
 
 def _table_rows(text: str) -> list[list[str]]:

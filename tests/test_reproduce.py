@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import configs, plots, report, reproduce
+from bregflax import configs
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import reproduce
 
 RUNS = (
     "fer2013_BReGNetTiny_h3_regular_seed0",
@@ -24,7 +26,7 @@ RUNS = (
 
 
 def command(workdir, *args):
-    return [sys.executable, "-m", "bregflax.reproduce", f"--workdir={workdir}", *args]
+    return [sys.executable, "-m", "bregflax.paper.reproduce", f"--workdir={workdir}", *args]
 
 
 @pytest.fixture(scope="module")
@@ -171,15 +173,18 @@ def test_command_line_errors(tmp_path, capsys):
         reproduce.parse_overrides(["progress_bar"])
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--table=8", "--workdir=w"])
-    with pytest.raises(SystemExit, match="unknown claim"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         reproduce.main(["--table=claims", f"--workdir={tmp_path}", "--claims=nope"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: unknown claim") and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- the grid
 
 
 def test_the_depth_family_has_one_source():
-    from bregflax import models
+    from bregflax.nn import models
 
     assert experiment.FIG5_DEPTHS["paper"] == models.DEPTHS
     for scale in ("cpu", "test"):
@@ -202,7 +207,7 @@ def test_shared_runs_have_one_name():
 
 @pytest.mark.parametrize("scale", ["cpu", "test"])
 def test_the_depth_claim_doubles_the_blocks_at_the_same_widths(scale):
-    from bregflax import models
+    from bregflax.nn import models
 
     shallow, deep = (configs.get(experiment.CLAIM_CONFIG, f"{a},{scale}")
                      for a in experiment.CLAIMS[-1].arms(scale))  # fmt: skip

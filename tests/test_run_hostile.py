@@ -23,9 +23,12 @@ import jax
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, evaluate, main, predict, train
-from bregflax.parallel import Parallel
-from bregflax.predictor import Predictor
+from bregflax import main, rundir
+from bregflax.evaluation import evaluate
+from bregflax.inference import predict
+from bregflax.inference.predictor import Predictor
+from bregflax.training import checkpoints, train
+from bregflax.training.parallel import Parallel
 
 
 def _copy(run: Path, to: Path) -> Path:
@@ -134,7 +137,7 @@ def test_the_command_line_says_it_in_one_line(trained_run, tmp_path):
     failed reads (hundreds of lines of asyncio and tensorstore errors before)."""
     run = _copy(trained_run, tmp_path / "run")
     _damage(run, 12, "delete")
-    cmd = [sys.executable, "-m", "bregflax.evaluate", f"--workdir={run}", "--repeats=5"]
+    cmd = [sys.executable, "-m", "bregflax.evaluation.evaluate", f"--workdir={run}", "--repeats=5"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((run / "eval" / "val.json").read_text())["step"] != 12
@@ -151,7 +154,7 @@ def test_resume_skips_damaged_checkpoints_and_moves_them_aside(
     lock over, resumes from 9, moves 6 and 12 to damaged_checkpoints/ as they were, and
     ends where the unbroken run ended, with each step logged once."""
     run = _copy(trained_run, tmp_path / "run")
-    (run / checkpoints.LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": "x"}))
+    (run / rundir.LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": "x"}))
     deleted = _damage(run, 12, "delete")
     metrics = next((run / "checkpoints" / "6").rglob("metrics/metrics"))
     os.truncate(metrics, 5)
@@ -178,7 +181,7 @@ def test_resume_skips_damaged_checkpoints_and_moves_them_aside(
     assert any(w.startswith("checkpoint 12 is damaged") and "moved to" in w for w in warnings)
     assert any(w.startswith("checkpoint 6 is damaged (metrics unreadable") for w in warnings)
     assert len(warnings) == 3 and warnings[-1] == "resuming from checkpoint 9", warnings
-    assert not (run / checkpoints.LOCK_FILE).exists()
+    assert not (run / rundir.LOCK_FILE).exists()
 
 
 # --------------------------------------------------------------------------- case 7
@@ -191,8 +194,8 @@ def test_a_busy_workdir_is_refused_naming_the_run_that_holds_it(tmp_path, capsys
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from bregflax import checkpoints\n"
-            "with checkpoints.workdir_lock(sys.argv[1]):\n"
+            "from bregflax import rundir\n"
+            "with rundir.workdir_lock(sys.argv[1]):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(120)\n",
             str(workdir),
@@ -206,13 +209,13 @@ def test_a_busy_workdir_is_refused_naming_the_run_that_holds_it(tmp_path, capsys
         line = _one_line(err)
         assert code == 2 and "in use by another training run" in line
         assert f"pid {holder.pid} on host {socket.gethostname()}" in line
-        assert sorted(p.name for p in workdir.iterdir()) == [checkpoints.LOCK_FILE]
+        assert sorted(p.name for p in workdir.iterdir()) == [rundir.LOCK_FILE]
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # killed: its lock file stays, stale, and is taken over
-    assert str(holder.pid) in (workdir / checkpoints.LOCK_FILE).read_text()
-    with checkpoints.workdir_lock(workdir) as path:
+    assert str(holder.pid) in (workdir / rundir.LOCK_FILE).read_text()
+    with rundir.workdir_lock(workdir) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not path.exists()
 
@@ -220,7 +223,7 @@ def test_a_busy_workdir_is_refused_naming_the_run_that_holds_it(tmp_path, capsys
 @pytest.mark.slow
 def test_two_runs_at_once_one_trains_the_other_exits_2(run_main, read_metric, tmp_path):
     first = run_main(tmp_path, wait=False)
-    lock = tmp_path / checkpoints.LOCK_FILE
+    lock = tmp_path / rundir.LOCK_FILE
     deadline = time.time() + 120
     while not lock.exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)

@@ -23,8 +23,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, evaluate, export, predict, reproduce, safe_io
+from bregflax import rundir, safe_io
 from bregflax.data import media, synthetic
+from bregflax.evaluation import evaluate
+from bregflax.inference import export, predict
+from bregflax.paper import reproduce
 
 
 def _face(seed=0):
@@ -288,7 +291,7 @@ def test_values_that_are_not_finite_are_null_with_a_reason(photos, tmp_path, mon
 
 
 def _predict_process(args, **kwargs):
-    command = [sys.executable, "-m", "bregflax.predict", *map(str, args), "--no-progress"]
+    command = [sys.executable, "-m", "bregflax.inference.predict", *map(str, args), "--no-progress"]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -303,7 +306,15 @@ def test_a_file_size_limit_leaves_only_whole_rows(photos, tmp_path):
     for i in range(6):
         cv2.imwrite(str(photos / f"more{i}.png"), _face(i))
     out = tmp_path / "p.jsonl"
-    command = [sys.executable, "-m", "bregflax.predict", photos, "--no-detect", "--out", out]
+    command = [
+        sys.executable,
+        "-m",
+        "bregflax.inference.predict",
+        photos,
+        "--no-detect",
+        "--out",
+        out,
+    ]
     shell = "ulimit -f 1; exec " + " ".join(repr(str(c)) for c in command) + " --no-progress"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # 1 KiB: no cache file either
     run = subprocess.run(
@@ -322,7 +333,7 @@ def test_a_file_size_limit_leaves_only_whole_rows(photos, tmp_path):
 def test_a_closed_pipe_is_one_line(photos):
     for i in range(20):
         cv2.imwrite(str(photos / f"more{i:02d}.png"), _face(i))
-    command = [sys.executable, "-m", "bregflax.predict", str(photos), "--no-detect"]
+    command = [sys.executable, "-m", "bregflax.inference.predict", str(photos), "--no-detect"]
     shell = " ".join(map(repr, command)) + " --no-progress | head -2"
     run = subprocess.run(
         ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=300
@@ -356,7 +367,7 @@ def test_a_signal_while_predicting_exits_130_or_143_with_the_rows_so_far(photos,
     out = tmp_path / "p.csv"
     script = textwrap.dedent(f"""
         import sys, time
-        from bregflax import predict
+        from bregflax.inference import predict
         from bregflax.data import media
         read = media.read_image
         def slow(path):
@@ -437,14 +448,14 @@ def test_result_json_is_strict_and_written_atomically(tmp_path, monkeypatch):
 
 
 def test_config_json_is_written_atomically(tmp_path, monkeypatch):
-    checkpoints.write_config(tmp_path, ml_collections.ConfigDict({"a": 1}))
+    rundir.write_config(tmp_path, ml_collections.ConfigDict({"a": 1}))
 
     def fail(*_):
         raise OSError(27, "File too large")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        checkpoints.write_config(tmp_path, ml_collections.ConfigDict({"a": 2}))
+        rundir.write_config(tmp_path, ml_collections.ConfigDict({"a": 2}))
     assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
     assert sorted(os.listdir(tmp_path)) == ["config.json"]
 

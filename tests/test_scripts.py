@@ -10,8 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, configs, predictor, report
+from bregflax import configs, rundir
 from bregflax.configs import experiment
+from bregflax.evaluation import report, shipped
+from bregflax.inference import predictor
 from scripts import make_montage, package_weights, prepare_fer2013
 
 
@@ -42,7 +44,7 @@ def test_prepare_fer2013_rejects_other_arrays(tmp_path):
 
 def test_training_time_sums_each_logged_stretch_at_its_rate(tmp_path, demo_config):
     demo_config.batch_size = 10
-    checkpoints.write_config(tmp_path, demo_config)
+    rundir.write_config(tmp_path, demo_config)
     records = [
         {"step": 4, "train/images_per_sec": 0.02},  # steps 1-4: 40 images, 2000 s
         {"step": 4, "val/loss": 1.0},
@@ -50,7 +52,7 @@ def test_training_time_sums_each_logged_stretch_at_its_rate(tmp_path, demo_confi
     ]
     lines = [json.dumps(r) for r in records] + ['{"step": 11, "train/ima']  # cut by a kill
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    assert package_weights.training_time(tmp_path) == {"train_step_hours": 0.889, "steps": 10}
+    assert shipped.training_time(tmp_path) == {"train_step_hours": 0.889, "steps": 10}
 
 
 @pytest.mark.slow

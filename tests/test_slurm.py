@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bregflax import slurm
+from bregflax.training import slurm
 
 # One node, 8 tasks of one 8-GPU step (srun's own variables).
 STEP = {

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from bregflax import optim, state
+from bregflax.training import optim, state
 
 
 def test_state_starts_at_an_int32_step_zero_with_the_models_variables(trained_run_config):

@@ -1,4 +1,4 @@
-"""bregflax.stats: the t quantile and the paired-seed interval, checked against scipy."""
+"""bregflax.paper.stats: the t quantile and the paired-seed interval, checked against scipy."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import stats
+from bregflax.paper import stats
 
 
 @pytest.mark.parametrize("df", [*range(1, 31), 31, 40, 60, 120, 1000])

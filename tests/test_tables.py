@@ -1,4 +1,4 @@
-"""bregflax.tables on results made up here: ours, the paper's figure and the difference in
+"""bregflax.paper.tables on results made up here: ours, the paper's figure and the difference in
 the right cells, claims with intervals checked against scipy, Fig. 6 from metric logs."""
 
 import json
@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import configs, paper, plots, report, tables
+from bregflax import configs
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import claims, tables
+from bregflax.paper import published as paper
 
 
 def result(arg, *, seed=0, scale="cpu", acc=None, norm_f1=None, dim=None, spe=100.0, workdir=""):
@@ -165,7 +168,7 @@ def test_claim_curves_take_the_paired_seeds_only(tmp_path, monkeypatch):
         return path
 
     monkeypatch.setattr(plots, "arm_curves_png", draw)
-    text = tables.claim_figures(runs, tmp_path, "cpu", ["weighted_h3", "h3_vs_h1"])
+    text = claims.claim_figures(runs, tmp_path, "cpu", ["weighted_h3", "h3_vs_h1"])
     assert list(drawn) == ["claims_weighted_h3.png"]  # h3_vs_h1 has no H1 run: no pair
     (weighted, regular) = drawn["claims_weighted_h3.png"].values()
     assert [p.parent.name for p in weighted] == ["fer2013,h3,weighted_0", "fer2013,h3,weighted_1"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import throughput
-from bregflax import models
+from bregflax.nn import models
 
 
 @pytest.fixture

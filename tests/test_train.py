@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from bregflax import checkpoints, main, train
+from bregflax import main, rundir
 from bregflax.data import pipeline
+from bregflax.training import steps, train
 
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
@@ -31,7 +32,7 @@ def test_same_seed_same_run_and_it_learns(trained_run, trained_run_config, read_
     np.testing.assert_array_equal(
         read_metric(tmp_path, "val/loss"), read_metric(trained_run, "val/loss")
     )
-    assert checkpoints.read_config(tmp_path).to_dict() == json.loads(
+    assert rundir.read_config(tmp_path).to_dict() == json.loads(
         trained_run_config.to_json_best_effort()
     )
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -110,7 +111,7 @@ def test_config_overrides_reach_the_run(tiny_args, read_metric, tmp_path):
             "--config.data.augment.rotate_deg=5",
         ]
     )
-    saved = checkpoints.read_config(tmp_path)
+    saved = rundir.read_config(tmp_path)
     assert saved.max_steps == 3 and saved.best_metric == "val/loss" and saved.best_mode == "min"
     assert saved.data.augment.flip is False and saved.data.augment.rotate_deg == 5.0
     assert isinstance(saved.data.augment.rotate_deg, float)
@@ -216,7 +217,7 @@ def test_module_grad_norms_are_each_modules_l2_norm():
         "stage0_block0": {"conv1": {"kernel": rng.normal(size=(3, 3, 2, 2))}},
         "classifier": {"kernel": rng.normal(size=(4, 7)), "bias": rng.normal(size=7)},
     }
-    norms = jax.device_get(train.module_grad_norms(grads))
+    norms = jax.device_get(steps.module_grad_norms(grads))
     assert set(norms) == {"grad_norm/stage0_block0", "grad_norm/classifier"}
     for name, g in grads.items():
         flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bregflax import xla_cpu
+from bregflax.training import xla_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,9 +61,12 @@ def _conv_program(env: dict, code: str) -> str:
     return out.stdout
 
 
-IMPORTS = "import bregflax.train, bregflax.evaluate, bregflax.main, bregflax.predict\nconv_hlo()\n"
+IMPORTS = (
+    "import bregflax.training.train, bregflax.evaluation.evaluate, bregflax.main\n"
+    "import bregflax.inference.predict\nconv_hlo()\n"
+)
 TRAIN = (
-    "from bregflax import main, train\n"
+    "from bregflax import main\nfrom bregflax.training import train\n"
     "train.train_and_evaluate = conv_hlo\n"
     "main.main(['--config=configs/demo.py', '--workdir=unused'])\n"
 )
@@ -84,7 +87,7 @@ def test_the_trainer_moves_convolutions_off_ynnpack_and_imports_do_not():
     "module, work, args",
     [
         ("main", "train.train_and_evaluate", ["--config=configs/demo.py", "--workdir=w"]),
-        ("evaluate", "evaluate_workdir", ["--workdir=w"]),
+        ("evaluation.evaluate", "evaluate_workdir", ["--workdir=w"]),
     ],
 )
 def test_entry_points_apply_the_defaults_first(module, work, args, monkeypatch):

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bregflax import detect, inference, yunet
 from bregflax.data import faces
+from bregflax.inference import detect, yunet
+from bregflax.inference import engine as inference
 
 
 def _background(height=480, width=640):
@@ -146,7 +147,7 @@ def test_the_tracker_follows_yunet_faces(fer2013_dir):
 
 
 def test_annotations_show_the_landmarks(tmp_path):
-    from bregflax.annotate import draw
+    from bregflax.inference.annotate import draw
 
     frame = inference.Frame("a.png", np.zeros((100, 100, 3), np.uint8))
     row = {"status": "ok", "box": [20, 20, 60, 60], "name": "Happy", "probs": {"Happy": 1.0}}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bregflax.errors import ConfigError  # noqa: F401 - configs.ConfigError, as ever
+
 NAMES = (
     "default",
     "demo",
@@ -32,10 +34,6 @@ NAMES = (
     "fig5",
 )
 TABLE_CONFIGS = ("table1", "table2", "table3", "table4", "table5", "fig5")
-
-
-class ConfigError(ValueError):
-    """A config file, parameter string or override that cannot be used; the message says why."""
 
 
 def get(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -176,7 +174,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             good = False
         if not good:
             raise ConfigError(f"config.{dotted} must be {expected}, got {value!r}")
-    from bregflax import models  # jax: only when a run is about to start
+    from bregflax.nn import models  # jax: only when a run is about to start
 
     name = _lookup(config, "model.name")
     if name is not None and name not in models.MODELS.names():

@@ -9,7 +9,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "BReGNet39"  # any name in bregflax.models.MODELS
+    config.model.name = "BReGNet39"  # any name in bregflax.nn.models.MODELS
     # "identity" | "h1" | "h2" | "h3"; unset placeholders keep the named model's own.
     config.model.shortcut = placeholder(str)
     config.model.num_classes = 7
@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = placeholder(tuple)
     config.model.stem_stride = placeholder(int)
     config.model.stem_pool = placeholder(bool)
-    # Convolution implementation (bregflax/conv.py): "auto" = "phased" on CPU, where it
+    # Convolution implementation (bregflax/nn/conv.py): "auto" = "phased" on CPU, where it
     # trains faster, and "xla" elsewhere; the same values and gradients up to the order of
     # float sums.
     config.model.conv_impl = "auto"

@@ -18,7 +18,7 @@ long enough to decay to the end and converge (H3, regular loss: about 60% on FER
 ``--set num_epochs=N`` changes it, the cosine then spans the N epochs). ``test`` is a
 few steps of BReGNetTiny on the synthetic faces, for the test suite.
 
-``depth=N`` (N = 6n + 3, the family of ``bregflax.models.DEPTHS``) gives the scale's network
+``depth=N`` (N = 6n + 3, the family of ``bregflax.nn.models.DEPTHS``) gives the scale's network
 n blocks per stage at its own widths. ``runs(table, scale, seeds)`` lists every run of a
 table of ``bregflax reproduce`` as (config module, parameter string); ``CLAIMS`` are the
 paired comparisons of its ``claims`` table.
@@ -31,8 +31,8 @@ import itertools
 
 import ml_collections
 
-from bregflax import models
 from bregflax.configs import aff_wild, affectnet, affectnet_va, fer2013
+from bregflax.nn import models
 
 FIELDS = {
     "arch": ("bregnet", "resnet"),
@@ -56,7 +56,7 @@ FIG6_DATASETS = {"paper": DIMENSIONAL, "cpu": ("synthetic_va",), "test": ("synth
 ARCHS = ("resnet", "bregnet")
 LOSSES = ("regular", "weighted")
 MAPS = ("h1", "h2", "h3")  # the paper's bounded shortcut maps, eq. (4)
-# (bregnet, resnet) per scale: names in bregflax.models.MODELS.
+# (bregnet, resnet) per scale: names in bregflax.nn.models.MODELS.
 MODELS = {
     "paper": ("BReGNet39", "ResNet110"),
     "cpu": ("BReGNetSmall", "ResNetSmall"),

@@ -26,7 +26,7 @@ one of two formats:
       <split>/00000.webp ...
 
   ``write_split(path, images, ...)`` writes either format (a path ending in ``.npz`` is
-  npz), and ``python -m bregflax.data.arrays SRC DST --format=webp`` converts a folder of
+  npz), and ``python -m bregflax.data.convert SRC DST --format=webp`` converts a folder of
   ``<split>.npz`` files, checking that every image reads back bit-exact.
 
 Images are resized and converted to ``config.data.image_size`` / ``channels`` once, at
@@ -39,7 +39,6 @@ affect value out of range.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -381,43 +380,3 @@ def write_split(
     layout = {"count": n, "tile": [h, w, c], "columns": columns, "rows": rows, "files": files}
     (path / SHEETS_FILE).write_text(json.dumps(layout, indent=1) + "\n")
     return path
-
-
-def convert(src: Path, dst: Path, image_format: str, splits: Sequence[str] = ()) -> dict:
-    """Rewrites every ``<split>.npz`` in ``src`` (or just ``splits``) under ``dst`` in
-    ``image_format`` ("npz", "webp" or "png"), checking that each reads back bit-exact.
-    Returns {split: bytes written}."""
-    splits = list(splits) or sorted(p.stem for p in Path(src).glob("*.npz"))
-    if not splits:
-        raise DatasetNotFoundError(f"no <split>.npz files in {src}")
-    sizes = {}
-    for split in splits:
-        original = _npz(Path(src) / f"{split}.npz", ("images", *PER_IMAGE))
-        target = dst / (f"{split}.npz" if image_format == "npz" else split)
-        per_image = {k: v for k, v in original.items() if k != "images"}
-        out = write_split(target, original["images"], image_format=image_format, **per_image)
-        back = read(out)
-        shape = original["images"].shape
-        if not np.array_equal(back["images"].reshape(shape), original["images"]) or any(
-            not np.array_equal(back[k], v) for k, v in original.items() if k != "images"
-        ):
-            raise AssertionError(f"{out} does not read back as {Path(src) / f'{split}.npz'}")
-        files = list(out.iterdir()) if out.is_dir() else [out]
-        sizes[split] = sum(f.stat().st_size for f in files)
-    return sizes
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Convert <split>.npz arrays for the arrays source")
-    parser.add_argument("src", type=Path, help="folder with <split>.npz files")
-    parser.add_argument("dst", type=Path, help="output folder (config.data.arrays.dir)")
-    parser.add_argument("--format", default="webp", choices=["webp", "png", "npz"])
-    parser.add_argument("--splits", default="", help="comma-separated; default: every .npz")
-    args = parser.parse_args(argv)
-    splits = [s for s in args.splits.split(",") if s]
-    for split, size in convert(args.src, args.dst, args.format, splits).items():
-        print(f"{split}: {size / 2**20:.1f} MiB in {args.dst}")
-
-
-if __name__ == "__main__":
-    main()

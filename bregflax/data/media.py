@@ -1,7 +1,7 @@
 """Image and video files: which suffixes count, finding them in folders, and decoding them.
 
 One home for the dataset builders (:mod:`bregflax.data.fer2013`, :mod:`~.affectnet`,
-:mod:`~.aff_wild`) and inference (:mod:`bregflax.inference`). Decoded images and frames are
+:mod:`~.aff_wild`) and inference (:mod:`bregflax.inference.engine`). Decoded images and frames are
 RGB uint8 (H, W, 3), whatever the file held (OpenCV decodes to BGR; these functions convert);
 a GIF is an image (its first frame).
 """
@@ -9,6 +9,7 @@ a GIF is an image (its first frame).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,20 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+
+@dataclasses.dataclass
+class Frame:
+    """One image to look for faces in: a photo, or a frame of a video."""
+
+    path: str
+    image: np.ndarray | None
+    frame: int | None = None  # video frame number, from 0
+    time_s: float | None = None
+    error: str = ""
+    rel: str = ""  # path under its input folder, for --annotate
+    warning: str = ""  # a frame-less note about the file (frames its video lacks)
+
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif"}

@@ -63,6 +63,17 @@ def _local_size(global_batch_size: int, process_count: int) -> int:
 # --------------------------------------------------------------------------- per example
 
 
+def normalize(images):
+    """uint8 pixels in [0, 255] -> float32 in [-1, 1], the model's input: the one place both
+    training and inference (numpy or jax arrays) normalize images."""
+    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def input_shape(data_config: Any) -> tuple[int, int, int, int]:
+    """The shape of one input image as a batch of one: (1, size, size, channels)."""
+    return (1, data_config.image_size, data_config.image_size, data_config.channels)
+
+
 def to_shape(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     """uint8 (H, W, C) or (H, W) -> uint8 (size, size, channels), resizing and converting."""
     image = np.asarray(image)
@@ -208,7 +219,7 @@ def _batch(
     if draws is not None:
         images = augment(images, draws, fmt.augment)
     return {
-        "image": images.astype(np.float32) / np.float32(127.5) - np.float32(1.0),
+        "image": normalize(images),
         "label": np.array([r.get("label", -1) for r in records], np.int32),
         "valence": np.array([r.get("valence", np.nan) for r in records], np.float32),
         "arousal": np.array([r.get("arousal", np.nan) for r in records], np.float32),

@@ -1,23 +1,23 @@
 """The engine behind ``bregflax predict``: frames -> face boxes -> crops -> batches -> rows.
 
 Inputs are found and decoded by :mod:`bregflax.data.media`; each photo or sampled video
-frame becomes a :class:`Frame`. Its faces come from YuNet (:mod:`bregflax.yunet`; its crops
-turned so the eyes are level) or the Haar cascade (:mod:`bregflax.detect`), from the
-user's ``--boxes`` file (:mod:`bregflax.boxes`), or are the whole image (``--no-detect``);
-they are cropped as the training data were (:mod:`bregflax.data.faces`) and classified in
-batches by a
-:class:`~bregflax.predictor.Predictor`. Every face becomes a row: path, frame, time, box,
+frame becomes a :class:`Frame`. Its faces come from YuNet (:mod:`bregflax.inference.yunet`;
+its crops turned so the eyes are level) or the Haar cascade
+(:mod:`bregflax.inference.detect`), from the user's ``--boxes`` file
+(:mod:`bregflax.inference.boxes`), or are the whole image (``--no-detect``); they are
+cropped as the training data were (:mod:`bregflax.data.faces`) and classified in batches by a
+:class:`~bregflax.inference.predictor.Predictor`. Every face becomes a row: path, frame, time, box,
 class probabilities, label, valence and arousal. A frame with no face gets a ``no_face`` row,
 an unreadable file, unusable box or unwritable annotation an ``error`` row, a video that ends
 before the frames its header gives a ``warning`` row, an entry :func:`media.collect` left out
 a ``skipped`` row; rows come in input order. Annotated copies are drawn by
-:mod:`bregflax.annotate`; :mod:`bregflax.predict` writes the rows out.
+:mod:`bregflax.inference.annotate`; :mod:`bregflax.inference.predict` writes the rows out.
 
 Each file is finished (its crops classified, its rows yielded) before the next one is read,
 and an exception while reading or classifying a file becomes that file's ``error`` row, so a
 consumer that writes rows as they come loses at most the file in progress.
 
-In a video, faces are followed from frame to frame (:class:`~bregflax.detect.FaceTracker`:
+In a video, faces are followed from frame to frame (:class:`~bregflax.inference.detect.FaceTracker`:
 a whole-frame search every ``Options.redetect_every`` frames), and a thread of its own
 decodes, searches and crops the next frames while the model classifies a batch; it runs at
 most ``QUEUE_FRAMES`` frames ahead, so memory does not grow with the video's length.
@@ -37,28 +37,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import detect, safe_io, yunet
-from bregflax.annotate import Annotations
-from bregflax.boxes import Boxes
+from bregflax import safe_io
 from bregflax.data import faces, media
-from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
-from bregflax.predictor import Predictor
+from bregflax.data.media import Frame
+from bregflax.errors import one_line
+from bregflax.inference import detect, yunet
+from bregflax.inference.annotate import Annotations
+from bregflax.inference.boxes import Boxes
+from bregflax.inference.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
+from bregflax.inference.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
 QUEUE_FRAMES = 128  # video frames prepared ahead of the model (8 when annotating: whole images)
-
-
-@dataclasses.dataclass
-class Frame:
-    """One image to look for faces in: a photo, or a frame of a video."""
-
-    path: str
-    image: np.ndarray | None
-    frame: int | None = None  # video frame number, from 0
-    time_s: float | None = None
-    error: str = ""
-    rel: str = ""  # path under its input folder, for --annotate
-    warning: str = ""  # a frame-less note about the file (frames its video lacks)
 
 
 def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
@@ -186,7 +176,8 @@ def crops(
     frame: Frame, boxes: list, source: str, predictor: Predictor, margin: float, align=False
 ) -> tuple[list, list[str]]:
     """Each box's crop at the model's size (None for a bad box) and its error text;
-    with ``align``, a box with landmarks (:class:`bregflax.yunet.Face`) is cropped eye-level."""
+    with ``align``, a box with landmarks (:class:`bregflax.inference.yunet.Face`) is cropped
+    eye-level."""
     out, errors = [], []
     for box in boxes:
         try:
@@ -241,12 +232,6 @@ def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
             row["valence"], row["arousal"] = (round(float(v), 6) for v in outputs["va"][i])
         rows.append(row)
     return rows
-
-
-def one_line(e: BaseException) -> str:
-    """One line for an exception: its type and the last line of its text."""
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
 
 
 def run(

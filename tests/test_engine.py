@@ -12,10 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from bregflax import configs, detect, inference, models, predict
-from bregflax.boxes import Boxes
+from bregflax import configs
 from bregflax.data import faces, media
-from bregflax.predictor import Predictor
+from bregflax.inference import detect, predict
+from bregflax.inference import engine as inference
+from bregflax.inference.boxes import Boxes
+from bregflax.inference.predictor import Predictor
+from bregflax.nn import models
 
 
 def write_video(path, frames, fps=10):

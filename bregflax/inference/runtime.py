@@ -1,6 +1,6 @@
 """Runs a model written by ``bregflax export`` with nothing but jax (and numpy).
 
-    from bregflax.runtime import ExportedModel
+    from bregflax.inference.runtime import ExportedModel
     model = ExportedModel.load("model.bin")
     out = model(faces)  # uint8 (n, 48, 48, 1) face crops -> {"probs": (n, 7), "va": ...}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -91,3 +91,15 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], higher_is_better: boo
         better, worse = (low > 0, high < 0) if higher_is_better else (high < 0, low > 0)
         verdict = HELD if better else NOT_HELD if worse else INCONCLUSIVE
     return Paired(n, mean_a, sd_a, mean_b, sd_b, diff, diff_sd, low, high, verdict, seeds)
+
+
+def mean_interval(vals: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """Mean and its two-sided 95% t interval (None below two values)."""
+    vals = np.asarray(list(vals), dtype=np.float64)
+    if vals.size == 0:
+        return math.nan, None, None
+    mean = float(vals.mean())
+    if vals.size < 2:
+        return mean, None, None
+    half = t975(vals.size - 1) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
+    return mean, mean - half, mean + half

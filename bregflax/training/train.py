@@ -11,7 +11,6 @@ workdir's lock (one run per workdir) and resuming past a damaged checkpoint.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Iterator
@@ -21,15 +20,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
-from bregflax import checkpoints, configs, losses, optim
+from bregflax import configs, rundir
 from bregflax import data as data_lib
 from bregflax.data import pipeline
-from bregflax.logger import MetricLogger, drop_rows_after
-from bregflax.parallel import Parallel
-from bregflax.state import TrainState, build_model, create_train_state
+from bregflax.nn import losses
+from bregflax.training import checkpoints, optim, steps
+from bregflax.training.logger import MetricLogger, drop_rows_after
+from bregflax.training.parallel import Parallel
+from bregflax.training.state import TrainState, build_model, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,130 +38,6 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
         self.step = step
-
-
-# --------------------------------------------------------------------------- steps
-
-
-def compute_losses(
-    outputs: dict[str, jax.Array],
-    batch: dict[str, jax.Array],
-    class_weights: jax.Array | None,
-    va_weight: float,
-) -> dict[str, jax.Array]:
-    """Per-head losses and their sum ``loss``; absent targets and padding are masked out."""
-    out = {}
-    total = 0.0
-    if "logits" in outputs:
-        out["ce"] = losses.weighted_cross_entropy(
-            outputs["logits"], batch["label"], class_weights, batch["mask"]
-        )
-        total = total + out["ce"]
-    if "va" in outputs:
-        target = jnp.stack([batch["valence"], batch["arousal"]], axis=-1)
-        out["va_mse"] = losses.mse(outputs["va"], target, batch["mask"])
-        total = total + va_weight * out["va_mse"]
-    out["loss"] = total
-    return out
-
-
-def _batch_counts(
-    outputs: dict[str, jax.Array], batch: dict[str, jax.Array]
-) -> dict[str, jax.Array]:
-    """Batch sums that add up across batches: correct, labelled, va squared error and count."""
-    mask = batch["mask"] > 0
-    counts = {"examples": jnp.sum(mask.astype(jnp.float32))}
-    if "logits" in outputs:
-        labelled = mask & (batch["label"] >= 0)
-        correct = (jnp.argmax(outputs["logits"], -1) == batch["label"]) & labelled
-        counts["correct"] = jnp.sum(correct.astype(jnp.float32))
-        counts["labelled"] = jnp.sum(labelled.astype(jnp.float32))
-    if "va" in outputs:
-        target = jnp.stack([batch["valence"], batch["arousal"]], axis=-1)
-        valid = jnp.isfinite(target) & mask[:, None]
-        err = jnp.where(valid, outputs["va"] - jnp.where(valid, target, 0.0), 0.0)
-        counts["va_sq_err"] = jnp.sum(err * err)
-        counts["va_values"] = jnp.sum(valid.astype(jnp.float32))
-    return counts
-
-
-def module_grad_norms(grads: dict) -> dict[str, jax.Array]:
-    """The L2 norm of each top-level module's gradients (stem convs, each block, the head),
-    as ``grad_norm/<module>``."""
-    return {f"grad_norm/{name}": optax.tree.norm(g) for name, g in grads.items()}
-
-
-def train_step(
-    state: TrainState,
-    batch: dict[str, jax.Array],
-    class_weights: jax.Array | None,
-    va_weight: float,
-    grad_norms: bool = False,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step; its metrics stay on the device (``params_finite`` for the guard).
-
-    ``grad_norms`` adds each module's gradient norm (``module_grad_norms``).
-    """
-
-    def loss_fn(params):
-        outputs, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"],
-        )
-        parts = compute_losses(outputs, batch, class_weights, va_weight)
-        return parts["loss"], (parts, outputs, updates["batch_stats"])
-
-    grads, (parts, outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    finite = jax.tree.reduce(
-        jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_state.params)
-    )
-    metrics = {**parts, **_batch_counts(outputs, batch), "grad_norm": optax.tree.norm(grads)}
-    if grad_norms:
-        metrics.update(module_grad_norms(grads))
-    return new_state, {**metrics, "params_finite": finite}
-
-
-def eval_step(
-    state: TrainState,
-    batch: dict[str, jax.Array],
-    class_weights: jax.Array | None,
-    va_weight: float,
-) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-    """Model outputs (for predictions) and batch sums of the validation metrics."""
-    outputs = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
-    )
-    parts = compute_losses(outputs, batch, class_weights, va_weight)
-    counts = _batch_counts(outputs, batch)
-    sums = {f"{k}_sum": v * counts["examples"] for k, v in parts.items()}
-    return outputs, {**sums, **counts}
-
-
-# --------------------------------------------------------------------------- jit
-
-
-def jit_train_step(
-    parallel: Parallel, state: TrainState, va_weight: float, grad_norms: bool = False
-):
-    state_sharding = jax.tree.map(lambda _: parallel.replicated, state)
-    return jax.jit(
-        functools.partial(train_step, va_weight=va_weight, grad_norms=grad_norms),
-        in_shardings=(state_sharding, parallel.batch, parallel.replicated),
-        out_shardings=(state_sharding, parallel.replicated),
-        donate_argnums=0,
-    )
-
-
-def jit_eval_step(parallel: Parallel, state: TrainState, va_weight: float):
-    state_sharding = jax.tree.map(lambda _: parallel.replicated, state)
-    return jax.jit(
-        functools.partial(eval_step, va_weight=va_weight),
-        in_shardings=(state_sharding, parallel.batch, parallel.replicated),
-        out_shardings=(parallel.batch, parallel.replicated),
-    )
 
 
 # --------------------------------------------------------------------------- loops
@@ -225,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains ``config`` in ``workdir``, resuming from its newest checkpoint that restores.
 
     Checks the config first (``configs.ConfigError``), then holds the workdir's lock while
-    it trains (``checkpoints.WorkdirBusyError`` if another run has it). Resuming under a
+    it trains (``rundir.WorkdirBusyError`` if another run has it). Resuming under a
     config whose model or input differs from the checkpoint's raises
     ``checkpoints.ConfigMismatchError``.
     """
@@ -233,8 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     parallel = Parallel.over_all_devices()
     parallel.check_batch_size(config.batch_size)
     parallel.check_batch_size(config.eval_batch_size, "config.eval_batch_size")
-    workdir = checkpoints.prepare_workdir(workdir)
-    lock = checkpoints.workdir_lock if jax.process_index() == 0 else contextlib.nullcontext
+    workdir = rundir.prepare_workdir(workdir)
+    lock = rundir.workdir_lock if jax.process_index() == 0 else contextlib.nullcontext
     with lock(workdir):
         return _train(config, workdir, parallel)
 
@@ -256,10 +132,10 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
         scale = config.loss.get("weight_scale", "paper")
         weights = jnp.asarray(losses.class_weights(train_split.class_counts, scale))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-    train_fn = jit_train_step(
+    train_fn = steps.jit_train_step(
         parallel, state, config.loss.va_weight, config.get("log_grad_norms", False)
     )
-    eval_fn = jit_eval_step(parallel, state, config.loss.va_weight)
+    eval_fn = steps.jit_eval_step(parallel, state, config.loss.va_weight)
 
     resumed = checkpoints.resume(workdir, config, state)
     if resumed is not None:
@@ -269,7 +145,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
     start = int(state.step)
     if jax.process_index() == 0:
         drop_rows_after(workdir, start)
-        checkpoints.write_config(workdir, config)
+        rundir.write_config(workdir, config)
     logger = MetricLogger(workdir, config, total_steps=total_steps, initial_step=start)
 
     step = start

@@ -3,15 +3,15 @@
     bregflax predict photo.jpg faces/ clip.mp4 --every 10 --out predictions.csv
 
 Paths are image files, folders (searched recursively) and videos. Each face found by
-YuNet (:mod:`bregflax.yunet`, the default; ``--detector haar``: the Haar cascade), given
+YuNet (:mod:`bregflax.inference.yunet`, the default; ``--detector haar``: the Haar cascade), given
 in ``--boxes FILE``, or the whole image (``--no-detect``) becomes a row: path, frame, time,
 box, class probabilities, label, valence and arousal. An image with no face gets a
 ``no_face`` row; an unreadable file gets an ``error`` row and a line in the closing
 summary, and the rest are still processed.
 
 This module is the command line and the rows' output (CSV or JSON lines, the closing
-summary): the engine is :mod:`bregflax.inference`, the model
-:class:`bregflax.predictor.Predictor` (also importable from here, as before).
+summary): the engine is :mod:`bregflax.inference.engine`, the model
+:class:`bregflax.inference.predictor.Predictor` (also importable from here, as before).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import inference, safe_io
-from bregflax.annotate import Annotations
-from bregflax.boxes import read_boxes
+from bregflax import safe_io
 from bregflax.data import media
-from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
-from bregflax.predictor import Predictor
+from bregflax.inference import engine as inference
+from bregflax.inference.annotate import Annotations
+from bregflax.inference.boxes import read_boxes
+from bregflax.inference.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
+from bregflax.inference.predictor import Predictor
 
 __all__ = ["Predictor", "main", "parse_args"]
 

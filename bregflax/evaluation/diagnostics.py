@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import optax
 
-from bregflax import losses, report
+from bregflax.evaluation import report
+from bregflax.nn import losses
 
 
 def block_gradient_norms(

@@ -3,22 +3,19 @@
 Copies keep each input's path under its folder (:class:`Annotations`), never replace an
 input, ``--out``, ``--boxes``, an earlier copy of the same run or any file already there,
 and are never written through a symbolic link (:func:`bregflax.safe_io.publish_new`); they
-are written by the engine (:mod:`bregflax.inference`) once a frame's rows are known.
+are written by the engine (:mod:`bregflax.inference.engine`) once a frame's rows are known.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from bregflax import safe_io
-
-if TYPE_CHECKING:
-    from bregflax.inference import Frame
+from bregflax import errors, safe_io
+from bregflax.data.media import Frame
 
 # Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
 COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -96,9 +93,7 @@ class Annotations:
         try:
             ok, data = cv2.imencode(want.suffix or ".png", draw(frame, rows))
         except cv2.error as e:
-            from bregflax.inference import one_line  # here: inference imports this module
-
-            raise OSError(f"cannot write {shown}: {one_line(e)}") from None
+            raise OSError(f"cannot write {shown}: {errors.one_line(e)}") from None
         if not ok:
             raise OSError(f"cannot write {shown}")
         self.folder.mkdir(parents=True, exist_ok=True)

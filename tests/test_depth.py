@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bregflax import depth_study, report, reproduce
 from bregflax.configs import experiment, table1
+from bregflax.evaluation import report
+from bregflax.paper import depth as depth_study
+from bregflax.paper import reproduce, stats
 
 
 def _result(shortcut, depth, seed, acc, f1=0.5, loss="regular", workdir="", **extra):
@@ -28,13 +30,13 @@ def _result(shortcut, depth, seed, acc, f1=0.5, loss="regular", workdir="", **ex
 
 def test_mean_interval_is_scipys_t_interval():
     vals = [60.1, 60.9, 59.7, 61.2]
-    mean, low, high = depth_study.mean_interval(vals)
+    mean, low, high = stats.mean_interval(vals)
     ref = scipy_stats.t.interval(
         0.95, len(vals) - 1, loc=np.mean(vals), scale=scipy_stats.sem(vals)
     )
     assert mean == pytest.approx(np.mean(vals))
     assert (low, high) == pytest.approx(ref, rel=1e-9)
-    assert depth_study.mean_interval([1.0])[1:] == (None, None)
+    assert stats.mean_interval([1.0])[1:] == (None, None)
 
 
 def test_gap_growth_pairs_the_gaps_seed_by_seed():
@@ -108,7 +110,8 @@ def test_block_norms_in_network_order_and_their_spread(tmp_path):
     steps, norms = depth_study.block_norms(path)
     assert steps.tolist() == [100]
     assert norms[0].tolist() == [1.0, 0.5, 0.1, 0.01]  # block 2 before block 10; no stem
-    assert depth_study.spread(norms[0]) == pytest.approx(math.log10(1.0 / 0.01))
+    assert depth_study.tilt(norms[0]) == pytest.approx(math.log10(1.0 / 0.01))
+    assert depth_study.tilt(norms[0][::-1]) == pytest.approx(-2.0)
 
 
 def test_the_study_has_pairs_of_every_arm_seed_by_seed():
@@ -159,7 +162,7 @@ def test_a_run_that_diverges_is_saved_as_a_finding(tmp_path):
 def test_the_depth_table_at_the_test_scale(tmp_path):
     args = ["--table=depth", "--scale=test", "--repeats=3", f"--workdir={tmp_path}"]
     done = subprocess.run(
-        [sys.executable, "-m", "bregflax.reproduce", *args],
+        [sys.executable, "-m", "bregflax.paper.reproduce", *args],
         capture_output=True,
         text=True,
         timeout=900,

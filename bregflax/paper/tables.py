@@ -2,11 +2,11 @@
 
 Each table takes the results of its runs (the ``result.json`` dicts of
 ``reproduce.run_experiment``) and shows, in every cell the paper has, our mean ± sd over
-seeds (sd with n - 1), the paper's figure (``bregflax.paper``) and the difference
+seeds (sd with n - 1), the paper's figure (``bregflax.paper.published``) and the difference
 Δ = ours - paper (our mean). Rows the paper has are shown even when no run of ours filled
 them, so the paper's column is always complete. Tables I and II are in percent, as the
-paper prints them; the others in fractions. ``claims`` compares paired arms
-(``bregflax.stats``).
+paper prints them; the others in fractions. ``claims`` (``bregflax.paper.claims``) compares
+paired arms; ``depth`` is ``bregflax.paper.depth``'s study.
 """
 
 from __future__ import annotations
@@ -14,21 +14,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 
-from bregflax import configs, paper, plots, report, stats
 from bregflax.configs import experiment
+from bregflax.evaluation import plots, report
+from bregflax.paper import claims as claims_lib
+from bregflax.paper import depth as depth_study
+from bregflax.paper import published as paper
+from bregflax.paper.cells import (
+    ARCH_NAMES,
+    DASH,
+    DATASET_NAMES,
+    _columns,
+    arm_metrics,
+    group,
+    ours,
+    run_metrics,
+    triple,
+    values,
+)
 
-DATASET_NAMES = {
-    "fer2013": "FER2013",
-    "affectnet": "AffectNet",
-    "affectnet_va": "AffectNet",
-    "aff_wild": "Aff-Wild",
-    "synthetic_va": "synthetic faces",
-}
-ARCH_NAMES = {"bregnet": "BReG-Net (H3)", "resnet": "ResNet (identity)"}
-DASH = "–"
 TITLES = {
     "1": "Table I: shortcut maps and losses",
     "2": "Table II: ResNet against BReG-Net",
@@ -43,129 +48,6 @@ TITLES = {
     "claims": "The paper's claims, paired seeds",
     "depth": "The depth story: a depth sweep, gradients, an unbounded map, convergence speed",
 }
-
-
-# --------------------------------------------------------------------------- values
-
-
-def value(result: dict, key: str):
-    """One number of a run: ``accuracy``, ``norm/f1``, ``valence/rmse``, ``recall/Disgust``,
-    ``seconds_per_epoch``, ``params`` or ``layers``; None where the run has none."""
-    if key in ("seconds_per_epoch", "params", "layers"):
-        return result.get(key)
-    s = result["scores"]
-    if key.startswith("norm/"):
-        v = s.get("skew_normalized", {}).get(key[5:])
-        return v[0] if isinstance(v, list | tuple) else v
-    if key.startswith("recall/"):
-        rows = {r["class"]: r for r in result.get("per_class") or []}
-        return rows.get(key[7:], {}).get("recall")
-    if "/" in key:
-        return s.get("dimensional", {}).get(key)
-    return s.get("categorical", {}).get(key)
-
-
-def values(results: Sequence[dict], key: str) -> list[float]:
-    return [float(v) for v in (value(r, key) for r in results) if v is not None]
-
-
-def group(results: Sequence[dict], **match) -> list[dict]:
-    """The runs whose experiment has every field of ``match`` (depth-swept runs only when
-    ``depth`` is matched)."""
-    match.setdefault("depth", None)
-    return [r for r in results if all(r["experiment"].get(k) == v for k, v in match.items())]
-
-
-def ours(vals: Sequence[float], digits: int, factor: float = 1.0) -> str:
-    """Our cell: the mean ± sd (n=k) of ``vals`` times ``factor``, or "–" for none."""
-    if not vals:
-        return DASH
-    mean, sd = stats.mean_sd(np.asarray(vals) * factor)
-    if len(vals) == 1:
-        return f"{mean:.{digits}f} (n=1)"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(vals)})"
-
-
-def triple(vals, paper_value, digits: int, paper_digits: int, factor: float = 1.0) -> list:
-    """[ours, paper, Δ] cells; Δ = our mean - the paper's figure."""
-    paper_text = DASH if paper_value is None else f"{paper_value:.{paper_digits}f}"
-    diff = DASH
-    if vals and paper_value is not None:
-        diff = f"{np.mean(vals) * factor - paper_value:+.{digits}f}"
-    return [ours(vals, digits, factor), paper_text, diff]
-
-
-def _columns(names: Sequence[str]) -> list[str]:
-    return [f"{n} {part}" for n in names for part in ("ours", "paper", "Δ")]
-
-
-def _arm_label(e: dict) -> str:
-    depth = f", depth {e['depth']}" if e.get("depth") else ""
-    return f"{e['dataset']} {e['arch']} {e['shortcut']} {e['loss']}{depth}"
-
-
-# Tables III/IV's metrics, each original (Orig) beside its skew-normalized value (Norm).
-ARM_KEYS = (
-    ("accuracy", "Accuracy", 4),
-    ("norm/accuracy", "Norm accuracy", 4),
-    *(
-        item
-        for key, name in (("f1", "F1"), ("kappa", "kappa"), ("alpha", "alpha"), ("mcc", "MCC"),
-                          ("ppv", "PPV"))  # fmt: skip
-        for item in ((key, f"Orig {name}", 4), (f"norm/{key}", f"Norm {name}", 4))
-    ),
-    ("recall/Disgust", "Disgust recall", 4),
-    ("seconds_per_epoch", "s / epoch", 1),
-)
-
-
-def arm_metrics(results: Sequence[dict]) -> str:
-    """Every metric the claims rest on, mean ± sd over the seeds of each distinct arm."""
-    arms: dict[str, list[dict]] = {}
-    for r in results:
-        if "categorical" in r["scores"]:
-            arms.setdefault(_arm_label(r["experiment"]), []).append(r)
-    if not arms:
-        return ""
-    body = [
-        [label, f"{runs[0]['params']:,}", str(runs[0].get("layers", DASH))]
-        + [ours(values(runs, k), d) for k, _, d in ARM_KEYS]
-        for label, runs in sorted(arms.items())
-    ]
-    header = ["Run", "Params", "Layers"] + [name for _, name, _ in ARM_KEYS]
-    repeats = results[0].get("repeats", 200)
-    return (
-        "## Every metric per run group\n\n"
-        f"Mean ± sd over seeds; Orig = on the whole validation set, Norm = skew-normalized "
-        f"({repeats} balanced under-samplings), as the paper's Tables III and IV.\n\n"
-        + report.markdown_table(header, body)
-        + "\n"
-    )
-
-
-def _number(v, digits: int) -> str:
-    return DASH if v is None else f"{v:.{digits}f}"
-
-
-def run_metrics(results: Sequence[dict]) -> str:
-    """The same metrics for every run, one row each (seed by seed)."""
-    runs = sorted(
-        (r for r in results if "categorical" in r["scores"] or r.get("diverged")),
-        key=lambda r: r["workdir"],
-    )
-    if not runs:
-        return ""
-    body = [
-        [Path(r["workdir"]).name]
-        + (
-            [f"diverged at step {r['diverged']['step']}"] + [DASH] * (len(ARM_KEYS) - 1)
-            if r.get("diverged")
-            else [_number(value(r, k), d) for k, _, d in ARM_KEYS]
-        )
-        for r in runs
-    ]
-    header = ["Run"] + [name for _, name, _ in ARM_KEYS]
-    return "## Every run\n\n" + report.markdown_table(header, body) + "\n"
 
 
 # --------------------------------------------------------------------------- tables
@@ -385,130 +267,6 @@ def _finals(results: Sequence[dict], key: str) -> list[float]:
     return out
 
 
-# --------------------------------------------------------------------------- claims
-
-
-def arm_key(config: ml_collections.ConfigDict | dict) -> str:
-    """A run's name without its seed: the runs of one arm share it."""
-    config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
-    return experiment.run_name(config).rsplit("_seed", 1)[0]
-
-
-def _by_arm(results: Sequence[dict]) -> dict[str, list[dict]]:
-    by_arm: dict[str, list[dict]] = {}
-    for r in results:
-        by_arm.setdefault(arm_key(r["config"]), []).append(r)
-    return by_arm
-
-
-def _claims(names=()) -> list:
-    return [c for c in experiment.CLAIMS if not names or c.name in names]
-
-
-def _claim_arms(claim, scale: str) -> list[ml_collections.ConfigDict]:
-    return [configs.get(experiment.CLAIM_CONFIG, f"{a},{scale}") for a in claim.arms(scale)]
-
-
-CLAIM_CURVES = {
-    "training loss": "train/loss",
-    "validation loss": "val/loss",
-    "validation accuracy": "val/accuracy",
-}
-
-
-def claim_figures(results: Sequence[dict], out, scale: str, claims=()) -> str:
-    """Per claim, both arms' training and validation curves over the seeds they share (the
-    pairs of its interval) whose ``metrics.jsonl`` is there: mean ± sd, the legend giving n.
-    Markdown image lines; a claim without a finished pair has none."""
-    by_arm = _by_arm(results)
-    lines = []
-    for claim in _claims(claims):
-        arms = [(side, c, by_arm.get(arm_key(c), [])) for side, c in
-                zip("AB", _claim_arms(claim, scale), strict=True)]  # fmt: skip
-        paired = set.intersection(*({r["experiment"]["seed"] for r in rs} for _, _, rs in arms))
-        runs = {
-            f"{side}: {_arm_label(c.experiment.to_dict())}": [
-                log
-                for r in sorted(rs, key=lambda r: r["experiment"]["seed"])
-                if r["experiment"]["seed"] in paired
-                and (log := Path(r["workdir"]) / "metrics.jsonl").exists()
-            ]
-            for side, c, rs in arms
-        }
-        if paired:
-            title = f"{claim.name}: {claim.title} (mean ± sd over {len(paired)} paired seeds)"
-            png = plots.arm_curves_png(
-                runs, Path(out) / f"claims_{claim.name}.png", CLAIM_CURVES, title
-            )
-            lines.append(f"![{claim.name}]({png.name})")
-    return "## Curves per arm\n\n" + "\n\n".join(lines) + "\n\n" if lines else ""
-
-
-def _paper_value(e: dict, metric: str):
-    """The paper's figure for an arm (accuracy in %, skew-normalized F1, seconds)."""
-    if metric == "accuracy":
-        return paper.accuracy(e["dataset"], e["arch"], e["shortcut"], e["loss"])
-    if metric.startswith("norm/") and e["arch"] == "bregnet" and e["shortcut"] == "h3":
-        table = paper.TABLE_III if e["loss"] == "weighted" else paper.TABLE_IV
-        return table.get((e["dataset"], metric[5:]), (None, None))[1]
-    if metric == "seconds_per_epoch":
-        return paper.TIMING[e["arch"]]["seconds_per_epoch"]
-    return None
-
-
-CLAIM_DIGITS = {"accuracy": (2, 100.0), "seconds_per_epoch": (1, 1.0)}
-
-
-def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]]:
-    """One row per (claim, metric): both arms, the paired difference and its verdict."""
-    by_arm = _by_arm(results)
-    rows = []
-    for claim in _claims(claims):
-        arms = _claim_arms(claim, scale)
-        runs = [by_arm.get(arm_key(c), []) for c in arms]
-        for metric in claim.metrics:
-            digits, factor = CLAIM_DIGITS.get(metric, (4, 1.0))
-            a, b = ({r["experiment"]["seed"]: value(r, metric) for r in rs} for rs in runs)
-            a, b = ({s: v * factor for s, v in x.items() if v is not None} for x in (a, b))
-            p = stats.paired(a, b, higher_is_better=metric != "seconds_per_epoch")
-            pa, pb = (_paper_value(c.experiment.to_dict(), metric) for c in arms)
-            interval = DASH if p.low is None else f"[{p.low:+.{digits}f}, {p.high:+.{digits}f}]"
-            arm_text = [
-                DASH if not p.n else f"{m:.{digits}f} ± {s:.{digits}f}"
-                for m, s in ((p.mean_a, p.sd_a), (p.mean_b, p.sd_b))
-            ]
-            rows.append(
-                [claim.name, metric, str(p.n), *arm_text]
-                + [DASH if not p.n else f"{p.diff:+.{digits}f} {interval}"]
-                + [p.verdict if p.n else "not run"]
-                + [DASH if v is None else f"{v:.2f}" for v in (pa, pb)]
-                + [DASH if pa is None or pb is None else f"{pa - pb:+.2f}"]
-            )
-    return rows
-
-
-def render_claims(results, out, scale, claims=()) -> str:
-    lines = []
-    for claim in _claims(claims):
-        a, b = claim.arms(scale)
-        lines.append(f"- `{claim.name}`: {claim.title}; A = `{a}`, B = `{b}`.")
-    header = ["Claim", "Metric", "n", "A mean ± sd", "B mean ± sd", "A − B [95% CI]", "Verdict"]
-    header += ["Paper A", "Paper B", "Paper A − B"]
-    text = (
-        "Each claim says arm A beats arm B; both arms ran with the same seeds (a seed fixes "
-        "the initialization and the data order), so each seed gives one difference A − B. "
-        "The interval is the two-sided 95% t interval over seeds, mean ± t(0.975, n − 1) · "
-        "sd / √n; held: above 0 (below 0 for seconds per epoch), not held: on the other side, "
-        "inconclusive: it contains 0 or n < 2. Accuracy in %. The paper's figures are for "
-        "its own networks (BReG-Net-39, ResNet-110) on full training; its seconds are one "
-        "AffectNet epoch on a GTX 1080 Ti.\n\n"
-    )
-    text += "\n".join(lines) + "\n\n"
-    text += report.markdown_table(header, claim_rows(results, scale, claims)) + "\n\n"
-    text += claim_figures(results, out, scale, claims)
-    return text + arm_metrics(results) + "\n" + run_metrics(results)
-
-
 # --------------------------------------------------------------------------- dispatch
 
 RENDER = {
@@ -528,10 +286,8 @@ RENDER = {
 def render(table: str, results: Sequence[dict], out, scale: str, claims=()) -> str:
     """The markdown body of ``table`` (a key of ``experiment.TABLES``) written into ``out``."""
     if table == "claims":
-        return render_claims(results, out, scale, claims)
+        return claims_lib.render_claims(results, out, scale, claims)
     if table == "depth":
-        from bregflax import depth_study
-
         return depth_study.render(results, out, scale) + run_metrics(results)
     return RENDER[table](results, out, scale)
 
@@ -561,7 +317,7 @@ def header(
         )
     lines.append(
         f"Paper: {paper.PAPER}, its networks BReG-Net-39 and ResNet-110 ({paper.TRAINING}); "
-        "figures from `bregflax/paper.py`. Δ = ours − paper.\n"
+        "figures from `bregflax/paper/published.py`. Δ = ours − paper.\n"
     )
     if missing:
         lines.append(

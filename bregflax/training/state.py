@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training import train_state
 
-from bregflax import models, optim
+from bregflax.data import pipeline
+from bregflax.nn import models
+from bregflax.training import optim
 
 
 class TrainState(train_state.TrainState):
@@ -31,9 +33,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
-    """The shape of one input image as a batch of one: (1, size, size, channels)."""
-    size = config.data.image_size
-    return (1, size, size, config.data.channels)
+    """The shape of one input image as a batch of one (``pipeline.input_shape``)."""
+    return pipeline.input_shape(config.data)
 
 
 def create_train_state(

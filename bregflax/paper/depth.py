@@ -7,7 +7,7 @@ paired H3 − identity gap at each depth and whether it grows with depth, second
 per-block gradient norms through training, a map with an unbounded derivative, convergence
 speed (epochs to a fixed fraction of the final accuracy) and the weighted loss rescaled to
 average 1, with per-class recall. Every interval is the two-sided 95% t interval of
-``bregflax.stats``; a run that diverged is counted as such, never dropped silently.
+``bregflax.paper.stats``; a run that diverged is counted as such, never dropped silently.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bregflax import plots, report, stats
 from bregflax.configs import experiment
+from bregflax.evaluation import diagnostics, plots, report
+from bregflax.paper import stats
 
 DASH = "–"
 FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final
@@ -62,20 +63,8 @@ def per_seed(arm: dict, key: str) -> dict[int, float]:
     return {s: v for s, r in arm.items() if (v := metric(r, key)) is not None}
 
 
-def mean_interval(vals: Sequence[float]) -> tuple[float, float | None, float | None]:
-    """Mean and its two-sided 95% t interval (None below two values)."""
-    vals = np.asarray(list(vals), dtype=np.float64)
-    if vals.size == 0:
-        return math.nan, None, None
-    mean = float(vals.mean())
-    if vals.size < 2:
-        return mean, None, None
-    half = stats.t975(vals.size - 1) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
-    return mean, mean - half, mean + half
-
-
 def _mean_text(vals, digits: int) -> str:
-    mean, low, high = mean_interval(vals)
+    mean, low, high = stats.mean_interval(vals)
     if math.isnan(mean):
         return DASH
     if low is None:
@@ -135,7 +124,7 @@ def sweep_png(results, depths, out: Path) -> Path:
         for shortcut in ("h3", "identity"):
             points = []
             for d in depths:
-                mean, low, high = mean_interval(
+                mean, low, high = stats.mean_interval(
                     per_seed(runs_of(results, shortcut, d), key).values()
                 )
                 if not math.isnan(mean):
@@ -169,32 +158,38 @@ def block_norms(metrics_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
 
 
-def spread(norms: np.ndarray) -> float:
-    """Decades between the first block's gradient norm and the last block's:
-    log10(first / last); > 0 when gradients shrink from the input towards the output."""
+def tilt(norms: np.ndarray) -> float:
+    """Decades from the first block's gradient norm to the last block's: log10(first / last);
+    > 0 when gradients shrink from the input towards the output. (How many decades they span
+    in all is ``diagnostics.spread``.)"""
     return float(np.log10(norms[0] / norms[-1]))
 
 
 def gradient_rows(results, depths) -> list[list[str]]:
-    """Per depth and shortcut: the input-to-output spread of block gradient norms (decades)
-    at the first log and at the end of training, mean over seeds, and H3 − identity."""
+    """Per depth and measure (tilt, span) of the block gradient norms at the first log and at
+    the end of training: each shortcut's mean [95% CI] over seeds, and H3 − identity."""
+    measures = {
+        "tilt": tilt,
+        "span": lambda n: diagnostics.spread(dict(enumerate(n))),
+    }
     rows = []
     for d in depths:
-        per = {}
-        for shortcut in ("h3", "identity"):
-            first, last = {}, {}
-            for seed, r in runs_of(results, shortcut, d).items():
-                steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
-                if steps.size:
-                    first[seed], last[seed] = spread(norms[0]), spread(norms[-1])
-            per[shortcut] = (first, last)
-        p_first = stats.paired(per["h3"][0], per["identity"][0])
-        p_last = stats.paired(per["h3"][1], per["identity"][1])
-        rows.append(
-            [str(d)]
-            + [_mean_text(list(per[s][i].values()), 2) for i in (0, 1) for s in ("h3", "identity")]
-            + [_paired_text(p_first, 2), _paired_text(p_last, 2)]
-        )
+        for name, measure in measures.items():
+            per = {}
+            for shortcut in ("h3", "identity"):
+                first, last = {}, {}
+                for seed, r in runs_of(results, shortcut, d).items():
+                    steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
+                    if steps.size:
+                        first[seed], last[seed] = measure(norms[0]), measure(norms[-1])
+                per[shortcut] = (first, last)
+            pairs = [stats.paired(per["h3"][i], per["identity"][i]) for i in (0, 1)]
+            rows.append(
+                [str(d), name]
+                + [_mean_text(list(per[s][i].values()), 2) for i in (0, 1)
+                   for s in ("h3", "identity")]
+                + [_paired_text(p, 2) for p in pairs]
+            )  # fmt: skip
     return rows
 
 

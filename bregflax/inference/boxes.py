@@ -1,7 +1,7 @@
 """``bregflax predict --boxes FILE``: face boxes the user gives, read from a CSV.
 
 Columns ``path, x, y, width, height`` and an optional ``frame``; paths are relative to the
-CSV's own folder. :class:`Boxes` answers the engine's lookups (:mod:`bregflax.inference`)
+CSV's own folder. :class:`Boxes` answers the engine's lookups (:mod:`bregflax.inference.engine`)
 and remembers which rows were used, so the summary can name the rows no frame matched.
 """
 

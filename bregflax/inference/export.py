@@ -1,9 +1,9 @@
 """``bregflax export --workdir DIR --out model.bin``: the inference function as StableHLO.
 
-The file runs with :mod:`bregflax.runtime` (jax only). Its input is uint8 face crops
+The file runs with :mod:`bregflax.inference.runtime` (jax only). Its input is uint8 face crops
 (n, S, S, C) with a symbolic batch n; its outputs are the Predictor's ``probs`` and ``va``,
 computed as the Predictor computes them: each BatchNorm folded into the convolution before
-it (:mod:`bregflax.fold`). It is lowered for CPU, CUDA and TPU.
+it (:mod:`bregflax.nn.fold`). It is lowered for CPU, CUDA and TPU.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import runtime, safe_io
-from bregflax.predictor import Predictor, forward
+from bregflax import safe_io
+from bregflax.inference import runtime
+from bregflax.inference.predictor import Predictor, forward
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}): nothing written", file=sys.stderr)
         return safe_io.exit_code(e)
-    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.runtime")
+    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.inference.runtime")
     return 0
 
 

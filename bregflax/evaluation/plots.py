@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bregflax import metrics, safe_io
+from bregflax import safe_io
+from bregflax.evaluation import metrics
 
 DPI = 120
 

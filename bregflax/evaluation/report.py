@@ -1,4 +1,4 @@
-"""Markdown tables in the paper's layout, from the dicts of ``bregflax.metrics``.
+"""Markdown tables in the paper's layout, from the dicts of ``bregflax.evaluation.metrics``.
 
 Tables III/IV: categorical metrics, with "Orig" (the test set as it is) and "Norm"
 (skew-normalized, mean ± std) columns. Tables V-VII: RMSE, CC, CCC and SAGR of valence

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import conv as convs
-from bregflax import shortcuts
+from bregflax.nn import conv as convs
+from bregflax.nn import shortcuts
 from bregflax.registry import Registry
 
 ModuleDef = Any
@@ -76,7 +76,7 @@ class BReGNet(nn.Module):
     num_classes: int = 7
     head: str = "classes"
     zero_init_residual: bool = False
-    conv_impl: str = "auto"  # a name in bregflax.conv.CONVS, or "auto" (by platform)
+    conv_impl: str = "auto"  # a name in bregflax.nn.conv.CONVS, or "auto" (by platform)
     dtype: Any = jnp.float32
 
     @nn.compact

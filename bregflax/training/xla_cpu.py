@@ -4,7 +4,8 @@
 for convolutions: YNNPACK runs a convolution on one thread, XLA's own kernels on all of
 them, and training steps are faster that way (docs/performance.md, Finding 8). Importing a
 bregflax module never changes the flags: the training commands (``bregflax.main``,
-``bregflax.evaluate``, ``bregflax.reproduce``) call ``apply()`` first thing, and inference
+``bregflax.evaluation.evaluate``, ``bregflax.paper.reproduce``) call ``apply()`` first thing,
+and inference
 alone (``predict``, ``export``, ``runtime``) does not, since the small shipped model's
 batched inference is faster without it. The flag touches only the CPU backend, and only on
 the jaxlib versions it was measured on (XLA aborts on flags it does not know); a value you

@@ -4,15 +4,15 @@ At inference a BatchNorm is a per-channel affine map, ``y * g + (beta - mean * g
 ``g = scale / sqrt(var + eps)``, so a convolution followed by it equals the convolution
 with its kernel (and bias, if any) scaled by ``g``, plus the shift ``beta - mean * g``:
 
-    from bregflax import fold
+    from bregflax.nn import fold
     folded = fold.fold_batchnorm(model, variables, (1, 48, 48, 1))
     out = fold.apply(model, folded, images)  # == model.apply(variables, images, train=False)
 
-The network's own code runs unchanged (:mod:`bregflax.models` is not touched): the pairs
+The network's own code runs unchanged (:mod:`bregflax.nn.models` is not touched): the pairs
 are found by tracing ``model.apply`` once, and at run time a flax method interceptor turns
 each folded BatchNorm into the addition of its shift. A BatchNorm is folded only when its
 input is the very output of an ``nn.Conv`` that feeds no other BatchNorm; the folding
-assumes, as in every network of :mod:`bregflax.models`, that nothing else reads that
+assumes, as in every network of :mod:`bregflax.nn.models`, that nothing else reads that
 convolution's output. Outputs equal the unfolded ones to float32 rounding.
 """
 

@@ -5,8 +5,8 @@ YuNet (ShiqiYu/libfacedetection.train, 75,856 parameters, Apache 2.0) runs in Op
 licence: no download, no new dependency. The network is read once per process and shared
 (behind a lock: OpenCV's detector keeps its input size as state).
 
-:class:`YuNetDetector` has the interface of :class:`bregflax.detect.FaceDetector`
-(``prepare`` / ``search``), so :class:`bregflax.detect.FaceTracker` follows its boxes in a
+:class:`YuNetDetector` has the interface of :class:`bregflax.inference.detect.FaceDetector`
+(``prepare`` / ``search``), so :class:`bregflax.inference.detect.FaceTracker` follows its boxes in a
 video unchanged. Each face is a :class:`Face`: a plain ``(x, y, width, height)`` tuple that
 also carries its five landmarks (eyes, nose tip, mouth corners, in the full image's pixels)
 and its score.
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from bregflax.data import faces
-from bregflax.detect import FER2013_MARGIN, MAX_DETECT_PIXELS, MIN_FACE, Box
+from bregflax.inference.detect import FER2013_MARGIN, MAX_DETECT_PIXELS, MIN_FACE, Box
 
 MODEL_PATH = Path(__file__).resolve().parent / "weights" / "yunet" / "yunet_n_640_640.onnx"
 SCORE_THRESHOLD = 0.6  # by benchmarks/detect_accuracy.py --sweep
@@ -272,7 +272,7 @@ def make_detector(name: str, min_size: float = MIN_FACE):
     if name == "yunet":
         return YuNetDetector(min_size=min_size)
     if name == "haar":
-        from bregflax.detect import FaceDetector
+        from bregflax.inference.detect import FaceDetector
 
         return FaceDetector(min_size=min_size)
     raise ValueError(f"unknown detector {name!r}: yunet or haar")

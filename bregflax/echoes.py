@@ -1,0 +1,124 @@
+"""Orbax's echoes of a failed restore, kept out of sight while a command or a load runs.
+
+Each array read of a restore that fails, or that was still pending when orbax closed its
+event loop, is reported again as an unraisable error or an asyncio task error ("Task
+exception was never retrieved", with the read's traceback), hundreds of lines for one
+damaged file, and a read abandoned unstarted as a coroutine "never awaited" (under load).
+The restore's own exception says it once.
+
+``suppressed()`` holds them for a block (a whole command, so that late echoes stay hidden
+too, or one library load) and removes every hook it installed when the outermost block
+ends: a program that loads a run inherits nothing. ``restoring(directory)`` marks one
+restore inside it: messages naming its directory are held, dropped if it fails (and later
+ones naming it), shown if it succeeds. Every other unraisable error, asyncio message and
+warning shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging as py_logging
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+
+ECHOES = ("Event loop is closed", "error while reading array")
+UNAWAITED_READ = r"coroutine '.*_index_and_device_put' was never awaited"
+
+
+class Echoes:
+    """The filter behind ``suppressed`` and ``restoring`` (one per process)."""
+
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
+        self.trying: str | None = None
+        self.held: list = []
+        self.previous_hook = None
+        self.depth = 0
+        self.saved_filters = None
+        self.lock = threading.Lock()  # orbax's reads report from their own threads
+
+    def shows(self, text: str, replay) -> bool:
+        """Whether a message shows now; ``replay()`` shows it later if it is held."""
+        with self.lock:
+            if any(echo in text for echo in ECHOES) or any(d in text for d in self.failed):
+                return False
+            if self.trying is not None and self.trying in text:
+                self.held.append(replay)
+                return False
+            return True
+
+    def _hook(self, unraisable) -> None:
+        text = f"{unraisable.err_msg} {unraisable.exc_value}"
+        previous = self.previous_hook or sys.__unraisablehook__
+        if self.shows(text, lambda: previous(unraisable)):
+            previous(unraisable)
+
+    def _filter(self, record: py_logging.LogRecord) -> bool:
+        logger = py_logging.getLogger(record.name)
+        return self.shows(record.getMessage(), lambda: logger.handle(record))
+
+    def _install(self) -> None:
+        warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
+        if sys.unraisablehook != self._hook:
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._hook
+        asyncio_logger = py_logging.getLogger("asyncio")
+        if self._filter not in asyncio_logger.filters:
+            asyncio_logger.addFilter(self._filter)
+
+    def _uninstall(self) -> None:
+        if sys.unraisablehook == self._hook:
+            sys.unraisablehook = self.previous_hook or sys.__unraisablehook__
+        self.previous_hook = None
+        py_logging.getLogger("asyncio").removeFilter(self._filter)
+        warnings.filters[:] = [
+            f for f in warnings.filters if not (f[1] is not None and f[1].pattern == UNAWAITED_READ)
+        ]
+        getattr(warnings, "_filters_mutated", lambda: None)()  # reset its caches
+        with self.lock:
+            self.failed.clear()
+
+    @contextlib.contextmanager
+    def suppressed(self) -> Iterator[None]:
+        """Holds the echoes while the block runs; the outermost block removes the hooks."""
+        with self.lock:
+            self.depth += 1
+            first = self.depth == 1
+        if first:
+            self._install()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                last = self.depth == 0
+            if last:
+                self._uninstall()
+
+    @contextlib.contextmanager
+    def restoring(self, directory: str | os.PathLike) -> Iterator[None]:
+        """Holds what names ``directory`` while the block restores it (see the module)."""
+        trying = os.path.join(os.path.abspath(directory), "")
+        with self.suppressed():
+            self._install()  # again: pytest resets warnings filters after each test
+            with self.lock:
+                self.trying, self.held = trying, []
+            try:
+                yield
+            except BaseException:
+                with self.lock:
+                    self.failed.add(trying)
+                    self.trying, self.held = None, []
+                raise
+            with self.lock:
+                held, self.trying, self.held = self.held, None, []
+                self.failed.discard(trying)  # restored: a checkpoint saved there is sound
+            for replay in held:
+                replay()
+
+
+_ECHOES = Echoes()
+suppressed = _ECHOES.suppressed
+restoring = _ECHOES.restoring

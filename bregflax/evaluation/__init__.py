@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the evaluate command, plots and reports. Never imports the trainer."""

@@ -1,0 +1,2 @@
+"""Inference: the predictor, face detection, crops, annotation, export and the predict
+command. Needs neither the trainer nor the optimizer."""

@@ -1,0 +1,1 @@
+"""The networks: shortcut maps, convolutions, BReG-Net and ResNet, losses, BN folding."""

@@ -1,0 +1,150 @@
+"""The cells of reproduced tables: one number of a run, our mean ± sd beside the paper's
+figure and their difference, every metric of each run group and of each run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bregflax.evaluation import report
+from bregflax.paper import stats
+
+DATASET_NAMES = {
+    "fer2013": "FER2013",
+    "affectnet": "AffectNet",
+    "affectnet_va": "AffectNet",
+    "aff_wild": "Aff-Wild",
+    "synthetic_va": "synthetic faces",
+}
+ARCH_NAMES = {"bregnet": "BReG-Net (H3)", "resnet": "ResNet (identity)"}
+DASH = "–"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def value(result: dict, key: str):
+    """One number of a run: ``accuracy``, ``norm/f1``, ``valence/rmse``, ``recall/Disgust``,
+    ``seconds_per_epoch``, ``params`` or ``layers``; None where the run has none."""
+    if key in ("seconds_per_epoch", "params", "layers"):
+        return result.get(key)
+    s = result["scores"]
+    if key.startswith("norm/"):
+        v = s.get("skew_normalized", {}).get(key[5:])
+        return v[0] if isinstance(v, list | tuple) else v
+    if key.startswith("recall/"):
+        rows = {r["class"]: r for r in result.get("per_class") or []}
+        return rows.get(key[7:], {}).get("recall")
+    if "/" in key:
+        return s.get("dimensional", {}).get(key)
+    return s.get("categorical", {}).get(key)
+
+
+def values(results: Sequence[dict], key: str) -> list[float]:
+    return [float(v) for v in (value(r, key) for r in results) if v is not None]
+
+
+def group(results: Sequence[dict], **match) -> list[dict]:
+    """The runs whose experiment has every field of ``match`` (depth-swept runs only when
+    ``depth`` is matched)."""
+    match.setdefault("depth", None)
+    return [r for r in results if all(r["experiment"].get(k) == v for k, v in match.items())]
+
+
+def ours(vals: Sequence[float], digits: int, factor: float = 1.0) -> str:
+    """Our cell: the mean ± sd (n=k) of ``vals`` times ``factor``, or "–" for none."""
+    if not vals:
+        return DASH
+    mean, sd = stats.mean_sd(np.asarray(vals) * factor)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(vals)})"
+
+
+def triple(vals, paper_value, digits: int, paper_digits: int, factor: float = 1.0) -> list:
+    """[ours, paper, Δ] cells; Δ = our mean - the paper's figure."""
+    paper_text = DASH if paper_value is None else f"{paper_value:.{paper_digits}f}"
+    diff = DASH
+    if vals and paper_value is not None:
+        diff = f"{np.mean(vals) * factor - paper_value:+.{digits}f}"
+    return [ours(vals, digits, factor), paper_text, diff]
+
+
+def _columns(names: Sequence[str]) -> list[str]:
+    return [f"{n} {part}" for n in names for part in ("ours", "paper", "Δ")]
+
+
+def _arm_label(e: dict) -> str:
+    depth = f", depth {e['depth']}" if e.get("depth") else ""
+    return f"{e['dataset']} {e['arch']} {e['shortcut']} {e['loss']}{depth}"
+
+
+# Tables III/IV's metrics, each original (Orig) beside its skew-normalized value (Norm).
+ARM_KEYS = (
+    ("accuracy", "Accuracy", 4),
+    ("norm/accuracy", "Norm accuracy", 4),
+    *(
+        item
+        for key, name in (
+            ("f1", "F1"),
+            ("kappa", "kappa"),
+            ("alpha", "alpha"),
+            ("mcc", "MCC"),
+            ("ppv", "PPV"),
+        )  # fmt: skip
+        for item in ((key, f"Orig {name}", 4), (f"norm/{key}", f"Norm {name}", 4))
+    ),
+    ("recall/Disgust", "Disgust recall", 4),
+    ("seconds_per_epoch", "s / epoch", 1),
+)
+
+
+def arm_metrics(results: Sequence[dict]) -> str:
+    """Every metric the claims rest on, mean ± sd over the seeds of each distinct arm."""
+    arms: dict[str, list[dict]] = {}
+    for r in results:
+        if "categorical" in r["scores"]:
+            arms.setdefault(_arm_label(r["experiment"]), []).append(r)
+    if not arms:
+        return ""
+    body = [
+        [label, f"{runs[0]['params']:,}", str(runs[0].get("layers", DASH))]
+        + [ours(values(runs, k), d) for k, _, d in ARM_KEYS]
+        for label, runs in sorted(arms.items())
+    ]
+    header = ["Run", "Params", "Layers"] + [name for _, name, _ in ARM_KEYS]
+    repeats = results[0].get("repeats", 200)
+    return (
+        "## Every metric per run group\n\n"
+        f"Mean ± sd over seeds; Orig = on the whole validation set, Norm = skew-normalized "
+        f"({repeats} balanced under-samplings), as the paper's Tables III and IV.\n\n"
+        + report.markdown_table(header, body)
+        + "\n"
+    )
+
+
+def _number(v, digits: int) -> str:
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def run_metrics(results: Sequence[dict]) -> str:
+    """The same metrics for every run, one row each (seed by seed)."""
+    runs = sorted(
+        (r for r in results if "categorical" in r["scores"] or r.get("diverged")),
+        key=lambda r: r["workdir"],
+    )
+    if not runs:
+        return ""
+    body = [
+        [Path(r["workdir"]).name]
+        + (
+            [f"diverged at step {r['diverged']['step']}"] + [DASH] * (len(ARM_KEYS) - 1)
+            if r.get("diverged")
+            else [_number(value(r, k), d) for k, _, d in ARM_KEYS]
+        )
+        for r in runs
+    ]
+    header = ["Run"] + [name for _, name, _ in ARM_KEYS]
+    return "## Every run\n\n" + report.markdown_table(header, body) + "\n"

@@ -1,0 +1,151 @@
+"""A run directory on disk: created, locked while a run trains in it, and its ``config.json``.
+
+A workdir holds ``config.json`` (the config it was trained with, from which evaluation and
+inference rebuild the model), ``checkpoints/`` (``bregflax.training.checkpoints``) and, while
+a run trains in it, ``run.lock``. Needs neither jax nor the model: every stage may read a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ml_collections
+from absl import logging
+
+from bregflax import safe_io
+from bregflax.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = "run.lock"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class RunError(Exception):
+    """A run on disk that cannot be used as asked; the message says why and what to do."""
+
+
+class WorkdirError(RunError, OSError):
+    """The workdir cannot be created or written."""
+
+
+class WorkdirBusyError(WorkdirError):
+    """Another process holds the workdir's lock: it is training there now."""
+
+
+def write_config(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
+    """Saves ``config`` as the run's ``config.json``; returns its path."""
+    path = Path(workdir) / CONFIG_FILE
+    safe_io.write_atomic(path, config.to_json_best_effort(indent=2) + "\n")
+    return path
+
+
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config the run in ``workdir`` was trained with (its ``config.json``)."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a bregflax training workdir?")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds {type(values).__name__}, not a config object")
+    return ml_collections.ConfigDict(values)
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+    """Creates ``workdir`` (and its parents); WorkdirError, one line, when it cannot."""
+    workdir = Path(workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WorkdirError(f"workdir {workdir} is a file; pass a folder") from None
+    except OSError as e:
+        raise WorkdirError(f"cannot create workdir {workdir}: {e.strerror}") from None
+    return workdir
+
+
+def ensure_writable(folder: str | Path, advice: str = "") -> Path:
+    """Checks that files can be written in ``folder`` (creating it, and a file in it, then
+    removing what it created), so that a command fails before its work rather than after;
+    WorkdirError, one line, when they cannot."""
+    folder = Path(folder).absolute()
+    created = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        why = (
+            "a file is in the way"
+            if isinstance(e, FileExistsError | NotADirectoryError)
+            else e.strerror
+        )
+        raise WorkdirError(f"cannot write to {folder} ({why}){advice}") from None
+    finally:
+        if created is not None and created.is_dir():
+            shutil.rmtree(created, ignore_errors=True)
+    return folder
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock file, from what it wrote: ``pid N on host H, since T``."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    host = info.get("host", "an unknown host")
+    return f"pid {info.get('pid', '?')} on host {host}, since {since}"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | Path) -> Iterator[Path]:
+    """Holds ``workdir/run.lock`` while the block runs: one training run per workdir.
+
+    The lock is the operating system's (``flock``), so it ends with the process that held
+    it: the file a killed run leaves behind is taken over. The file says who holds it (pid,
+    host, start time) for the WorkdirBusyError another run gets.
+    """
+    path = prepare_workdir(workdir) / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise WorkdirError(f"cannot write to workdir {workdir} ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise WorkdirBusyError(
+                f"workdir {workdir} is in use by another training run ({holder}); wait for it "
+                f"to end, or use another --workdir"
+            ) from None
+        try:  # the holder before may have removed the file between our open and flock
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        stale = os.pread(fd, 4096, 0)
+        if stale:
+            logging.info("took over the lock of a run that ended: %s", _holder(fd))
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

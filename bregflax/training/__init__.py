@@ -1,0 +1,2 @@
+"""Training: the train state, optimizer, parallelism, steps, loop, logging, checkpoints and
+the CPU settings."""

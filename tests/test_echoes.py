@@ -1,0 +1,114 @@
+"""orbax's echoes of a failed restore: held, dropped or shown, and nothing left installed."""
+
+import gc
+import logging
+import sys
+import warnings
+
+import pytest
+
+from bregflax import echoes as echoes_lib
+
+
+def test_an_abandoned_read_is_not_echoed_but_other_unawaited_coroutines_are():
+    """Under load a failed restore leaves orbax's ``..._index_and_device_put`` reads
+    unawaited; their RuntimeWarning would break "one line per skipped checkpoint"."""
+
+    async def _index_and_device_put():
+        pass
+
+    async def something_else():
+        pass
+
+    def warn_both():
+        for make in (_index_and_device_put, something_else):
+            coroutine = make()
+            del coroutine
+            gc.collect()
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # every warning shows, but for the quieted one
+        with echoes_lib.Echoes().suppressed():
+            warn_both()
+        messages = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "something_else' was never awaited" in messages[0]
+        warn_both()  # the block has ended: its filter is gone
+        messages = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 3, messages
+
+
+def test_what_names_a_failed_restore_is_dropped_what_names_a_good_one_shows_after(tmp_path):
+    """Echoes without the usual words ("Task exception was never retrieved" for a read of
+    the damaged file, seen in CI) are known by the directory they name."""
+    echoes, shown = echoes_lib.Echoes(), []
+
+    def message(step, what="Truncated Zstd-compressed stream"):
+        text = f"future: <Task finished exception=ValueError('{tmp_path}/{step}/default/: {what}')>"
+        if echoes.shows(text, lambda: shown.append(text)):
+            shown.append(text)
+
+    with echoes.suppressed():  # a command
+        with pytest.raises(OSError):
+            with echoes.restoring(tmp_path / "12"):
+                message(12)  # during the failing restore: held, then dropped
+                raise OSError("damaged")
+        message(12)  # after it: dropped
+        message(120)  # another step whose name starts alike: shown at once
+        assert [m.split("/")[-3] for m in shown] == ["120"]
+        with echoes.restoring(tmp_path / "9"):
+            message(9, "a real message during a good restore")
+            assert len(shown) == 1  # held while the restore runs
+        assert len(shown) == 2 and "a real message" in shown[1]  # and shown once it succeeded
+        message(6, "Encountered error while reading array index")  # the usual words: dropped
+        assert len(shown) == 2
+        with echoes.restoring(tmp_path / "12"):  # step 12 saved again, and sound
+            pass
+        message(12, "a real message about the new step 12")
+        assert len(shown) == 3 and "new step 12" in shown[2]
+
+
+def test_an_asyncio_echo_of_a_failed_restore_is_not_logged(tmp_path, caplog):
+    echoes = echoes_lib.Echoes()
+    asyncio_logger = logging.getLogger("asyncio")
+    with echoes.suppressed():
+        with pytest.raises(OSError):
+            with echoes.restoring(tmp_path / "12"):
+                raise OSError("damaged")
+        asyncio_logger.error(
+            "Task exception was never retrieved\nfuture: %s", tmp_path / "12" / "x"
+        )
+        asyncio_logger.error("Task exception was never retrieved\nfuture: %s", tmp_path / "3" / "x")
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert len(logged) == 1 and str(tmp_path / "3") in logged[0], logged
+
+
+def test_the_unraisable_hook_passes_on_the_rest_and_is_put_back(monkeypatch):
+    class RaisesWhenCollected:
+        def __init__(self, text):
+            self.text = text
+
+        def __del__(self):
+            raise ValueError(self.text)
+
+    seen = []
+    previous = lambda u: seen.append(str(u.exc_value))  # noqa: E731
+    monkeypatch.setattr(sys, "unraisablehook", previous)
+    with echoes_lib.Echoes().suppressed():
+        for text in ("Encountered error while reading array index: (0,)", "something else"):
+            RaisesWhenCollected(text)
+            gc.collect()
+    assert seen == ["something else"]
+    assert sys.unraisablehook is previous
+
+
+def test_the_outermost_block_removes_everything_it_installed():
+    echoes = echoes_lib.Echoes()
+    asyncio_logger = logging.getLogger("asyncio")
+    before = (sys.unraisablehook, list(asyncio_logger.filters), list(warnings.filters))
+    with echoes.suppressed():
+        with echoes.suppressed():  # nested: the inner end removes nothing
+            pass
+        assert sys.unraisablehook == echoes._hook
+        assert echoes._filter in asyncio_logger.filters
+    after = (sys.unraisablehook, list(asyncio_logger.filters), list(warnings.filters))
+    assert after == before
