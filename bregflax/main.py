@@ -27,7 +27,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from bregflax import configs, data, echoes, errors, rundir, safe_io
+from bregflax import configs, data, echoes, errors, rundir
 from bregflax.training import slurm, train, xla_cpu
 
 OVERRIDE_PREFIX = "--config."
@@ -125,7 +125,7 @@ def user_error(error: Exception, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    safe_io.exit_on_signals()
+    errors.exit_on_signals()
     xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
@@ -156,9 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "same command again to resume",
             file=sys.stderr,
         )
-        safe_io.quiet_exit(safe_io.exit_code(e))  # no teardown under running XLA threads
+        errors.quiet_exit(errors.exit_code(e))  # no teardown under running XLA threads
     except Exception as e:  # a full disk or a file size limit while saving: one line
-        what = safe_io.resource_error(e)
+        what = errors.resource_error(e)
         if not what or args.verbose:
             raise
         print(
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "and run the same command again to resume from the last checkpoint",
             file=sys.stderr,
         )
-        safe_io.quiet_exit(2)
+        errors.quiet_exit(2)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ One home for what every command that writes or reads a file needs:
   temporary name; an existing file, link or folder is never replaced): a name that is taken
   gives ``<stem>-2<suffix>``, ``-3``...
 * :class:`OutputLock`: one writer per output file, refused in one line naming the first.
-* :func:`strict_json`: JSON without NaN or Infinity (``null``, and the paths it replaced).
-* :func:`text_path` / :func:`path_from_text`: file names that are not valid UTF-8, written
-  as text with each byte that is not UTF-8 as ``\\xNN``, and read back to the same bytes.
-* :func:`check_size`, :func:`read_json`, :func:`load_npy`: a file is checked by its size (or
-  its header) before it is read, and one that cannot be parsed is named with what to do.
-* :func:`exit_on_signals`: SIGTERM ends a command as Ctrl-C does (exit 143, 130), and a file
-  size limit is an ``OSError`` (EFBIG), not a kill.
+
+Reading hostile files, strict JSON and any file name are :mod:`bregflax.inputs`'; signals
+and what ran out are :mod:`bregflax.errors`'.
 """
 
 from __future__ import annotations
@@ -25,45 +21,18 @@ import contextlib
 import errno
 import fcntl
 import json
-import math
 import os
-import re
-import signal
 import socket
-import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-MiB = 1 << 20
-MAX_IMAGE_BYTES = 256 * MiB  # an image file larger than this is refused before it is read
-MAX_JSON_BYTES = 64 * MiB
-
-
-class FileTooLargeError(ValueError):
-    """A file over the size a reader accepts; the message names it and the limit."""
-
-
-class DamagedFileError(ValueError):
-    """A file that cannot be parsed; the message names it and says what to do."""
+from bregflax.inputs import text_path
 
 
 class OutputBusyError(ValueError):
     """An output file another process is writing; the message names that process."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM; ``signum`` says which, ``exit_code`` is 128 + it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.exit_code = 128 + signum
 
 
 # --------------------------------------------------------------------------- identity
@@ -281,229 +250,3 @@ def _holder(fd: int) -> str:
         info = {}
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, since {since}"
-
-
-# --------------------------------------------------------------------------- values
-
-
-def finite(value: Any, where: str = "") -> tuple[Any, list[str]]:
-    """``value`` with every NaN or infinite float (also in numpy types, lists and dicts) as
-    None, and the dotted paths of those replaced."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return (value, []) if math.isfinite(value) else (None, [f"{where or 'value'}={value}"])
-    if isinstance(value, dict):
-        out, bad = {}, []
-        for k, v in value.items():
-            out[k], more = finite(v, f"{where}.{k}" if where else str(k))
-            bad += more
-        return out, bad
-    if isinstance(value, list | tuple):
-        out, bad = [], []
-        for i, v in enumerate(value):
-            item, more = finite(v, f"{where}[{i}]")
-            out.append(item)
-            bad += more
-        return out, bad
-    return value, []
-
-
-def strict_json(value: Any, reason_key: str | None = None, **kwargs) -> str:
-    """``json.dumps`` that never writes NaN or Infinity: they become ``null``; with
-    ``reason_key`` (and ``value`` a dict), that key says which values were replaced.
-    Text that is not valid UTF-8 (surrogate escapes) is written as :func:`text_path`."""
-    clean, bad = finite(_texts(value))
-    if bad and reason_key and isinstance(clean, dict):
-        note = f"not finite, written as null: {', '.join(bad)}"
-        old = clean.get(reason_key)
-        clean[reason_key] = f"{old}; {note}" if old else note
-    return json.dumps(clean, allow_nan=False, default=_plain, **kwargs)
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return text_path(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _texts(value):
-    if isinstance(value, str):
-        return text_path(value)
-    if isinstance(value, dict):
-        return {k: _texts(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_texts(v) for v in value]
-    return value
-
-
-_SURROGATE = re.compile("[\udc80-\udcff]")
-_ESCAPED = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
-
-
-def text_path(path: str | bytes | os.PathLike) -> str:
-    """A file name as text that can be written in UTF-8: each byte of the name that is not
-    valid UTF-8 (held by Python as a surrogate escape) becomes ``\\xNN``. Valid names are
-    unchanged. :func:`path_from_text` gives the name back."""
-    text = os.fsdecode(path)
-    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
-
-
-def path_from_text(text: str) -> str:
-    """The file name (as Python holds it, ``os.fsencode`` gives its bytes) that
-    :func:`text_path` wrote as ``text``."""
-    return _ESCAPED.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def check_size(path: str | os.PathLike, limit: int, flag: str = "") -> int:
-    """The size of ``path``; FileTooLargeError, before anything is read, over ``limit``."""
-    size = os.stat(path).st_size
-    if size > limit:
-        raise FileTooLargeError(
-            f"{text_path(path)} is {human(size)}, over the {human(limit)} limit"
-            + (f" (raise it with {flag})" if flag else "")
-        )
-    return size
-
-
-def read_json(path: str | os.PathLike, advice: str = "delete it (or move it away) and rerun",
-              limit: int = MAX_JSON_BYTES) -> Any:  # fmt: skip
-    """The JSON in ``path``; DamagedFileError naming the file and what to do if it cannot
-    be parsed (cut off by a kill, say)."""
-    check_size(path, limit)
-    data = Path(path).read_bytes()
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        where = f"line {e.lineno} column {e.colno}: " if isinstance(e, json.JSONDecodeError) else ""
-        raise DamagedFileError(
-            f"{text_path(path)} is not valid JSON ({where}{getattr(e, 'msg', e)}; "
-            f"{len(data)} bytes): it was cut off or damaged; {advice}"
-        ) from None
-
-
-def csv_any_length() -> None:
-    """Lets Python's csv read fields of any length (its default stops at 131,072
-    characters); a record's length is then judged by its own checks."""
-    import csv
-
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-def _npy_header(f, size: int, name: str) -> tuple[tuple, np.dtype]:
-    """The shape and dtype an .npy stream declares; ValueError if its data could not fit
-    in ``size`` bytes (a header that declares petabytes)."""
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    if dtype.hasobject:
-        raise ValueError(f"{name}: holds Python objects, which are not read")
-    count = math.prod(shape)
-    if count * dtype.itemsize > size:
-        raise ValueError(
-            f"{name}: header declares {shape} {dtype} ({human(count * dtype.itemsize)}) but "
-            f"the data is {human(size)}: damaged or not what it claims"
-        )
-    return shape, dtype
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """An .npy file, its header checked against the file's size first (ValueError)."""
-    size = os.stat(path).st_size
-    with open(path, "rb") as f:
-        _npy_header(f, size, text_path(path))
-    return np.load(path, allow_pickle=False)
-
-
-def check_npz(path: str | os.PathLike) -> None:
-    """ValueError naming ``path`` and the array if an .npz member's header declares more
-    data than the member holds (numpy would try to allocate it: MemoryError)."""
-    with zipfile.ZipFile(path) as z:
-        for info in z.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            with z.open(info) as f:
-                _npy_header(f, info.file_size, f"{text_path(path)}: array {info.filename[:-4]}")
-
-
-# --------------------------------------------------------------------------- signals
-
-
-def exit_on_signals() -> None:
-    """SIGTERM raises :class:`Interrupted` as Ctrl-C does (so ``finally`` blocks run and the
-    command can exit 143 or 130); a file size limit makes writes fail with EFBIG instead of
-    killing the process; a closed pipe raises BrokenPipeError (Python's default)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, OSError):  # not the main thread
-            signal.signal(signum, _raise_interrupted)
-    if hasattr(signal, "SIGXFSZ"):
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signum)
-
-
-def exit_code(error: BaseException) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM."""
-    return getattr(error, "exit_code", 128 + signal.SIGINT)
-
-
-def quiet_exit(code: int) -> None:
-    """Ends the process at once with ``code``, after flushing what Python holds, without
-    the teardown (threads of XLA or orbax still running) that can crash at exit."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
-RESOURCE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EPIPE)
-_RESOURCE_TEXT = re.compile(
-    r"No space left|File too large|Disk quota exceeded|Read-only file system", re.IGNORECASE
-)
-
-
-def resource_error(e: BaseException) -> str:
-    """What ran out, in words, if ``e`` (or an error it wraps) is a full disk, a file size
-    limit, a quota, a read-only file system or a closed pipe; "" otherwise."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS:
-            return write_error(e)
-        match = _RESOURCE_TEXT.search(str(e))
-        if match:
-            return match.group().lower()
-        e = e.__cause__ or e.__context__
-    return ""
-
-
-def write_error(e: OSError) -> str:
-    """A write failure in words: disk full, file too large, closed pipe, or its strerror."""
-    known = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EFBIG: "file size limit reached",
-        errno.EPIPE: "the reader closed the pipe",
-        errno.EROFS: "read-only file system",
-        errno.EDQUOT: "disk quota exceeded",
-    }
-    return known.get(e.errno, e.strerror or str(e))

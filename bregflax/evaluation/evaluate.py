@@ -11,6 +11,7 @@ that cannot be written) are one line and exit status 2; ``--verbose`` shows the 
 
 from __future__ import annotations
 
+from bregflax import inputs
 from bregflax.training import xla_cpu
 
 if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
@@ -109,7 +110,7 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
         writer = csv.writer(f)
         writer.writerow(header)
         for i, source_id in enumerate(predictions["source_id"]):
-            row = [safe_io.text_path(str(source_id))]
+            row = [inputs.text_path(str(source_id))]
             if "probs" in predictions:
                 p = predictions["probs"][i]
                 row += [int(predictions["label"][i]), int(p.argmax()), class_names[int(p.argmax())]]
@@ -134,7 +135,7 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     check_outputs(workdir, out, split)
     written = [out / f"{split}.json"]
-    text = safe_io.strict_json(results, reason_key="nonfinite", indent=2)
+    text = inputs.strict_json(results, reason_key="nonfinite", indent=2)
     safe_io.write_atomic(written[0], text + "\n")
     tables = [
         f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"
@@ -264,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    safe_io.exit_on_signals()
+    errors.exit_on_signals()
     xla_cpu.apply()  # before jax starts a backend: XLA reads its flags then
     args = parser().parse_args(argv)
     logging.set_verbosity(logging.WARNING)
@@ -284,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         errors.fail(str(e))
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}): no report was replaced; run it again", file=sys.stderr)
-        safe_io.quiet_exit(safe_io.exit_code(e))
+        errors.quiet_exit(errors.exit_code(e))
     except Exception as e:  # a full disk or a file size limit while writing the reports
-        what = safe_io.resource_error(e)
+        what = errors.resource_error(e)
         if not what or args.verbose:
             raise
         print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
-        safe_io.quiet_exit(2)
+        errors.quiet_exit(2)
     out = Path(args.out) if args.out else Path(args.workdir) / "eval"
     table = out / f"{args.split}_table.md"
     print(table.read_text())

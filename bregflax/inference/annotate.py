@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bregflax import errors, safe_io
+from bregflax import errors, inputs, safe_io
 from bregflax.data.media import Frame
 
 # Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
@@ -89,7 +89,7 @@ class Annotations:
         name, or a symbolic link or file where a folder goes, gets ``-2``...: listed in
         ``renamed``); OSError if it cannot be written."""
         want = self.path_for(frame)
-        shown = safe_io.text_path(want)
+        shown = inputs.text_path(want)
         try:
             ok, data = cv2.imencode(want.suffix or ".png", draw(frame, rows))
         except cv2.error as e:
@@ -105,7 +105,7 @@ class Annotations:
         try:
             path = safe_io.publish_new(parent / want.name, data.tobytes())
         except OSError as e:
-            raise OSError(f"cannot write {shown}: {safe_io.write_error(e)}") from None
+            raise OSError(f"cannot write {shown}: {errors.write_error(e)}") from None
         self._used.add(str(path.resolve()))
         if path != want:
             if self.renamed and self.renamed[-1] == (frame.path, want):

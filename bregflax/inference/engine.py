@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import safe_io
+from bregflax import inputs
 from bregflax.data import faces, media
 from bregflax.data.media import Frame
 from bregflax.errors import one_line
@@ -138,7 +138,7 @@ class Options:
     annotate: Annotations | str | Path | None = None
     batch_size: int = 64
     verbose: bool = False  # print the traceback of a file that fails
-    max_file_bytes: int = safe_io.MAX_IMAGE_BYTES  # larger image files are refused unread
+    max_file_bytes: int = inputs.MAX_IMAGE_BYTES  # larger image files are refused unread
 
     def __post_init__(self):
         for name, check in (("margin", check_margin), ("min_face", check_min_face)):
@@ -345,8 +345,8 @@ def _too_large(path: Path, limit: int) -> Frame | None:
     if media.is_video(path) or not path.is_file():
         return None
     try:
-        safe_io.check_size(path, limit, "--max-file-size")
-    except safe_io.FileTooLargeError as e:
+        inputs.check_size(path, limit, "--max-file-size")
+    except inputs.FileTooLargeError as e:
         return Frame(str(path), None, error=f"not read: {e}")
     return None
 

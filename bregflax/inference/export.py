@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import safe_io
+from bregflax import errors, safe_io
 from bregflax.inference import runtime
 from bregflax.inference.predictor import Predictor, forward
 
@@ -102,7 +102,7 @@ def check_out(out: str | Path, workdir: str | None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    safe_io.exit_on_signals()
+    errors.exit_on_signals()
     args = parse_args(argv)
     try:
         out = check_out(args.out, args.workdir)
@@ -114,11 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: cannot write --out {args.out}: {safe_io.write_error(e)}", file=sys.stderr)
+        print(f"error: cannot write --out {args.out}: {errors.write_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}): nothing written", file=sys.stderr)
-        return safe_io.exit_code(e)
+        return errors.exit_code(e)
     print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.inference.runtime")
     return 0
 

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import safe_io
+from bregflax import errors, inputs, safe_io
 from bregflax.data import media
 from bregflax.inference import engine as inference
 from bregflax.inference.annotate import Annotations
@@ -47,7 +47,7 @@ files:
   folder is (a name taken gets .annotated or -2 added; the summary lists them). Rows are
   written as each file is done, so a crash loses at most the file being processed; a
   second predict on the same --out is refused while the first runs. Names that are not
-  UTF-8 are written with each such byte as \\xNN (bregflax.safe_io.path_from_text reads
+  UTF-8 are written with each such byte as \\xNN (bregflax.inputs.path_from_text reads
   them back); values that are not finite are written as null (CSV: empty), the error
   column says which. Image files over --max-file-size are error rows, refused unread.
   Annotated copies keep each input's path under its folder; inputs OpenCV cannot write in
@@ -187,10 +187,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-file-size",
         type=_checked(_positive),
-        default=safe_io.MAX_IMAGE_BYTES / safe_io.MiB,
+        default=inputs.MAX_IMAGE_BYTES / safe_io.MiB,
         metavar="MB",
         help="an image file larger than this (MiB) is an error row, refused before it is "
-        f"read (default {safe_io.MAX_IMAGE_BYTES // safe_io.MiB})",
+        f"read (default {inputs.MAX_IMAGE_BYTES // safe_io.MiB})",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -245,7 +245,7 @@ def _setup(args: argparse.Namespace):
     if args.out:
         check_out(args.out, inputs, args.boxes)
     if args.boxes and Path(args.boxes).is_file():
-        safe_io.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
+        inputs.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
     boxes = read_boxes(args.boxes) if args.boxes else None
     annotate = None
     if args.annotate:
@@ -328,7 +328,7 @@ class _Out:
 
 
 def args_text(path) -> str:
-    return safe_io.text_path(path)
+    return inputs.text_path(path)
 
 
 def open_out(path: str) -> _Out:
@@ -336,7 +336,7 @@ def open_out(path: str) -> _Out:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    safe_io.exit_on_signals()
+    errors.exit_on_signals()
     try:
         args = parse_args(argv)
     except SystemExit as e:  # --help, or a usage error argparse has printed
@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print(f"{PROG}: interrupted before any file was read", file=sys.stderr)
-        return safe_io.exit_code(e)
+        return errors.exit_code(e)
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
     tally = Tally(files=sum(not entry.skip for entry in inputs))
     try:
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROG}: interrupted ({e}) after {tally.done} file(s){where}; run again to redo",
             file=sys.stderr,
         )
-        return safe_io.exit_code(e)
+        return errors.exit_code(e)
     except OSError as e:  # disk full, a file size limit, a closed pipe
         if args.out:
             out.cut()
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"--out {args_text(args.out)}" if args.out else "standard output"
         kept = f" ({target} holds the rows of the first {tally.done} file(s))" if args.out else ""
         print(
-            f"{PROG}: error: cannot write {target}: {safe_io.write_error(e)}; stopped after "
+            f"{PROG}: error: cannot write {target}: {errors.write_error(e)}; stopped after "
             f"{tally.done} file(s){kept}",
             file=sys.stderr,
         )
@@ -445,7 +445,7 @@ def csv_row(row: dict) -> dict:
         flat[f"p_{name}"] = p
     if flat.get("time_s") is not None and math.isfinite(flat["time_s"]):
         flat["time_s"] = round(flat["time_s"], 3)
-    flat, bad = safe_io.finite({k: safe_io._texts(v) for k, v in flat.items()})
+    flat, bad = inputs.finite({k: inputs._texts(v) for k, v in flat.items()})
     if bad:  # an empty cell (pandas: NaN), and the reason in the error column
         note = f"not finite, written as empty: {', '.join(bad)}"
         flat["error"] = f"{flat['error']}; {note}" if flat.get("error") else note
@@ -466,7 +466,7 @@ class Writer:
         if self.fmt == "csv":
             self._csv.writerow(csv_row(row))
         else:
-            self.out.write(safe_io.strict_json(row, reason_key="error") + "\n")
+            self.out.write(inputs.strict_json(row, reason_key="error") + "\n")
         self.out.flush()
 
 
@@ -507,7 +507,7 @@ class Tally:
             f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
         ]
         lines += [
-            f"  {p['status']}: {args_text(p['path'])}: {safe_io.text_path(p['error'])}"
+            f"  {p['status']}: {args_text(p['path'])}: {inputs.text_path(p['error'])}"
             for p in self.problems
         ]
         if self.unboxed:

@@ -16,6 +16,7 @@ how to prepare it; nothing falls back to other data.
 
 from __future__ import annotations
 
+from bregflax import inputs
 from bregflax.training import xla_cpu
 
 if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
@@ -93,7 +94,7 @@ def run_experiment(
     workdir = Path(workdir)
     done = workdir / "result.json"
     if done.exists():
-        result = safe_io.read_json(done, ADVICE)
+        result = inputs.read_json(done, ADVICE)
         if result["config"] != _comparable(config.to_dict()):
             raise RunConflictError(
                 f"{workdir} holds a finished run of a different config; move it away or pick "
@@ -102,7 +103,7 @@ def run_experiment(
         log(f"  skip (finished): {workdir.name}")
         return {**result, "workdir": str(workdir)}
     saved = workdir / "config.json"
-    if saved.exists() and _comparable(safe_io.read_json(saved, ADVICE)) != _comparable(
+    if saved.exists() and _comparable(inputs.read_json(saved, ADVICE)) != _comparable(
         config.to_dict()
     ):
         raise RunConflictError(f"{workdir} holds a run of a different config; move it away")
@@ -137,7 +138,7 @@ def run_experiment(
 
 
 def _save_result(workdir: Path, result: dict) -> dict:
-    text = safe_io.strict_json(result, reason_key="nonfinite", indent=2)
+    text = inputs.strict_json(result, reason_key="nonfinite", indent=2)
     safe_io.write_atomic(workdir / "result.json", text + "\n")
     return {**result, "workdir": str(workdir)}
 
@@ -310,7 +311,7 @@ def enable_compile_cache(path: str | Path) -> None:
 
 
 def main(argv=None) -> None:
-    safe_io.exit_on_signals()
+    errors.exit_on_signals()
     xla_cpu.apply()
     args = parse_args(argv)
     try:
@@ -345,11 +346,11 @@ def main(argv=None) -> None:
                 train_missing=not args.report_only,
                 run_names=args.run,
             )
-    except (configs.ConfigError, RunConflictError, safe_io.DamagedFileError) as e:
+    except (configs.ConfigError, RunConflictError, inputs.DamagedFileError) as e:
         errors.fail(str(e))
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: finished runs and checkpoints stay
         print(f"interrupted ({e}); run the same command again to resume", file=sys.stderr)
-        safe_io.quiet_exit(safe_io.exit_code(e))
+        errors.quiet_exit(errors.exit_code(e))
     except ValueError as e:  # an unknown claim or parameter string
         if "unknown" not in str(e):
             raise
