@@ -12,7 +12,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bregflax"
 # The stages in data-flow order; a module may import its own stage and those before it.
 STAGES = ("core", "nn", "data", "configs", "training", "inference", "evaluation", "paper")
-CORE = {"registry", "rundir", "echoes", "errors", "safe_io", "inputs", "flags", "summary", "run_data"}
+CORE = {
+    "registry",
+    "rundir",
+    "echoes",
+    "errors",
+    "safe_io",
+    "inputs",
+    "flags",
+    "summary",
+    "run_data",
+}
 # Commands and the public API may import every stage.
 ENTRY = {"__init__", "main", "cli", "evaluate", "reproduce", "predictor"}
 TRAINER = ("bregflax.training.train", "bregflax.training.state", "bregflax.training.optim",

@@ -348,19 +348,21 @@ def render(results: Sequence[dict], out, scale: str) -> str:
         + " (held: the gap grows).\n",
         f"![depth sweep]({sweep_png(results, depths, out).name})\n",
         "## Gradient norms through training\n",
-        "Spread: log10(first block's gradient norm / last block's), in decades (> 0: "
-        "gradients shrink from the input towards the output), at the first log (mean of the "
-        "first logging window) and at the end of training.\n",
+        "Tilt: log10(first block's gradient norm / last block's), in decades (> 0: gradients "
+        "shrink from the input towards the output); span: log10(largest / smallest) over the "
+        "blocks. At the first log (the mean of the first 100-step window) and at the end of "
+        "training.\n",
         table(
             [
                 "Depth",
+                "Measure",
                 "H3 first",
                 "identity first",
                 "H3 end",
                 "identity end",
                 "H3 − identity first",
                 "H3 − identity end",
-            ],
+            ],  # fmt: skip
             gradient_rows(results, depths),
         ),
         f"\n![gradient norms]({gradients_png(results, depths, out).name})\n",

@@ -67,6 +67,22 @@ def _comparable(config: dict) -> dict:
     return config
 
 
+def differences(saved: dict, current: dict, where: str = "") -> list[str]:
+    """The fields where a run's saved config and ``current`` disagree. A field ``current``
+    has and ``saved`` lacks is not one: a later version added it, with a default that keeps
+    the experiment as it was, so finished runs stay finished."""
+    out = []
+    for key, value in saved.items():
+        name = f"{where}{key}"
+        if key not in current:
+            out.append(f"{name}: {value!r} -> (absent)")
+        elif isinstance(value, dict) and isinstance(current[key], dict):
+            out += differences(value, current[key], f"{name}.")
+        elif value != current[key]:
+            out.append(f"{name}: {value!r} -> {current[key]!r}")
+    return out
+
+
 def seconds_per_epoch(metrics_path: Path, num_examples: int) -> float | None:
     """Training seconds per epoch from the logged images/s (validation excluded)."""
     records = plots.read_metrics_jsonl(metrics_path) if metrics_path.exists() else []
@@ -95,16 +111,17 @@ def run_experiment(
     done = workdir / "result.json"
     if done.exists():
         result = inputs.read_json(done, ADVICE)
-        if result["config"] != _comparable(config.to_dict()):
+        changed = differences(result["config"], _comparable(config.to_dict()))
+        if changed:
             raise RunConflictError(
-                f"{workdir} holds a finished run of a different config; move it away or pick "
-                "another --workdir"
+                f"{workdir} holds a finished run of a different config ({'; '.join(changed)}); "
+                "move it away or pick another --workdir"
             )
         log(f"  skip (finished): {workdir.name}")
         return {**result, "workdir": str(workdir)}
     saved = workdir / "config.json"
-    if saved.exists() and _comparable(inputs.read_json(saved, ADVICE)) != _comparable(
-        config.to_dict()
+    if saved.exists() and differences(
+        _comparable(inputs.read_json(saved, ADVICE)), _comparable(config.to_dict())
     ):
         raise RunConflictError(f"{workdir} holds a run of a different config; move it away")
     log(f"  train: {workdir.name}")
