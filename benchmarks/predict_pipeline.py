@@ -516,10 +516,10 @@ def main(argv=None) -> dict:
             for flip in ("--no-flip", "--flip"):
                 for label, root in roots.items():
                     for detector in ("yunet", "haar"):
-                        args = [flip, "--detector", detector] if label != "before" else [flip]
-                        cli_wall(root, video, folder / "cli.csv", args)  # warm the file cache
-                        wall = cli_wall(root, video, folder / "cli.csv", args)
-                        results["cli"][f"{label} {' '.join(args)}"] = wall
+                        extra = [flip, "--detector", detector] if label != "before" else [flip]
+                        cli_wall(root, video, folder / "cli.csv", extra)  # warm the file cache
+                        wall = cli_wall(root, video, folder / "cli.csv", extra)
+                        results["cli"][f"{label} {' '.join(extra)}"] = wall
                         if label == "before":
                             break
         results["load_after"] = os.getloadavg()

@@ -220,6 +220,8 @@ def level_angle(image: np.ndarray, face: Face, refine: int | None = None) -> flo
     """
     angle = eye_angle(face.landmarks)
     refine = REFINE_PASSES if refine is None else refine
+    if refine < 1:
+        return angle
     cx, cy, side = faces.square_region(face, 0.0)
     out = 2 * REFINE_PIXELS  # the face with half its side of context all round
     window = faces.padded_crop(image, cx, cy, max(int(round(2 * side)), 1), out)
