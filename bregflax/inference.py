@@ -41,7 +41,7 @@ from bregflax import detect, yunet
 from bregflax.annotate import Annotations
 from bregflax.boxes import Boxes
 from bregflax.data import faces, media
-from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
+from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY, FaceDetector  # noqa: F401
 from bregflax.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
