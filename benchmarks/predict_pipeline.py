@@ -66,12 +66,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bregflax.data import media  # noqa: E402
-from bregflax.inference import (  # noqa: E402
+from bregflax.inference import engine as inference  # noqa: E402
+from bregflax.inference.engine import (  # noqa: E402
     detect,
     predict,
     yunet,
 )
-from bregflax.inference import engine as inference  # noqa: E402
 from bregflax.inference.predictor import Predictor  # noqa: E402
 
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"
@@ -521,10 +521,10 @@ def main(argv=None) -> dict:
             for flip in ("--no-flip", "--flip"):
                 for label, root in roots.items():
                     for detector in ("yunet", "haar"):
-                        args = [flip, "--detector", detector] if label != "before" else [flip]
-                        cli_wall(root, video, folder / "cli.csv", args)  # warm the file cache
-                        wall = cli_wall(root, video, folder / "cli.csv", args)
-                        results["cli"][f"{label} {' '.join(args)}"] = wall
+                        extra = [flip, "--detector", detector] if label != "before" else [flip]
+                        cli_wall(root, video, folder / "cli.csv", extra)  # warm the file cache
+                        wall = cli_wall(root, video, folder / "cli.csv", extra)
+                        results["cli"][f"{label} {' '.join(extra)}"] = wall
                         if label == "before":
                             break
         results["load_after"] = os.getloadavg()

@@ -200,7 +200,7 @@ def test_the_committed_depth_results_render_without_training(tmp_path):
     shutil.copytree(RESULTS, tmp_path / "depth")
     args = ["--table=depth", "--scale=cpu", f"--workdir={tmp_path / 'depth'}", "--report_only"]
     done = subprocess.run(
-        [sys.executable, "-m", "bregflax.reproduce", *args],
+        [sys.executable, "-m", "bregflax.paper.reproduce", *args],
         capture_output=True,
         text=True,
         timeout=600,

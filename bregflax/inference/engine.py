@@ -44,7 +44,12 @@ from bregflax.errors import one_line
 from bregflax.inference import detect, yunet
 from bregflax.inference.annotate import Annotations
 from bregflax.inference.boxes import Boxes
-from bregflax.inference.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
+from bregflax.inference.detect import (  # noqa: F401 - FaceDetector: engine.FaceDetector, as ever
+    FER2013_MARGIN,
+    MIN_FACE,
+    REDETECT_EVERY,
+    FaceDetector,
+)
 from bregflax.inference.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
