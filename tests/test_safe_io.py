@@ -219,7 +219,7 @@ def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(photos, tmp
             import time
             from bregflax import safe_io
             lock = safe_io.OutputLock({str(out)!r}).__enter__()
-            open({str(out)!r}, "w").write("first run's rows\\n")
+            open({str(out)!r}, "w").write("path,frame,time_s,face\\na.png,,,0\\n")
             print("held", flush=True)
             time.sleep(60)
         """)],
@@ -231,7 +231,7 @@ def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(photos, tmp
         code, _, err = _cli(photos, "--out", out, "--no-detect")
         assert code == 2 and err.count("\n") == 1
         assert f"pid {holder.pid}" in err and "being written by another process" in err
-        assert out.read_text() == "first run's rows\n"  # not emptied, not interleaved
+        assert out.read_text() == "path,frame,time_s,face\na.png,,,0\n"  # untouched
     finally:
         holder.kill()
         holder.wait()
