@@ -30,6 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import Runner, time_interleaved  # noqa: E402
 from bregflax.nn import (
     conv,  # noqa: E402
@@ -188,6 +189,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     flags = os.environ.get("XLA_FLAGS", "")
+    print(machine.describe())
     print(f"jax {jax.__version__}, {conv.get('auto').__name__}, XLA_FLAGS={flags!r}; ms, median")
     results = [
         measure(m, args.batch, args.repeats, not args.no_torch) for m in args.models.split(",")

@@ -23,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import machine  # noqa: E402
 from benchmarks import throughput as tp  # noqa: E402
 from bregflax.training import xla_cpu  # noqa: E402
 
@@ -62,6 +63,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=4)
     args = p.parse_args(argv)
+    print(machine.describe(), flush=True)
     m = measure(args.model, args.framework, args.batch, args.steps)
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     print(

@@ -38,8 +38,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
 from bregflax.configs import default  # noqa: E402
 from bregflax.data import faces  # noqa: E402
+from bregflax.inference import detect  # noqa: E402
 from bregflax.inference.engine import detect  # noqa: E402
 from bregflax.inference.predictor import Predictor  # noqa: E402
 from bregflax.nn import fold, models
@@ -235,7 +237,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     batches = tuple(int(b) for b in args.batches.split(",") if b)
     names = [m for m in args.models.split(",") if m]
+    print(machine.describe(), flush=True)
     results = {
+        "machine": machine.describe(),
         "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
         "batches": batches,
         "models": {m: model_figures(m, args.repeats, batches) for m in names},

@@ -41,6 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
 from bregflax.configs import default  # noqa: E402
 from bregflax.data import pipeline  # noqa: E402
@@ -321,6 +322,7 @@ def format_table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> dict:
     results: dict = {
         "jax_version": jax.__version__,
+        "machine": machine.describe(),
         "devices": [str(d) for d in jax.devices()],
         "repeats": args.repeats,
         "rows": [],
@@ -380,6 +382,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv=None) -> dict:
     xla_cpu.apply()  # the trainer's XLA:CPU flags, before jax computes anything
     args = parse_args(argv)
+    print(machine.describe(), flush=True)
     results = run(args)
     print()
     print(format_table(results["rows"]))
