@@ -42,8 +42,17 @@ def gpu_run(repo_root, tmp_path_factory):
 @pytest.mark.slow
 def test_every_stage_finishes_and_out_fits_what_a_device_call_brings_back(gpu_run):
     out, results = gpu_run
-    statuses = {name: r["status"] for name, r in results["stages"].items()}
-    assert [n for n, s in statuses.items() if s != "ok"] in ([], ["weights_best"]), statuses
+    stages = results["stages"]
+    not_ok = {name: r for name, r in stages.items() if r["status"] != "ok"}
+    # Every stage runs; only weights_best may decline, and only because the regular run,
+    # already packaged, scores at least as high (a decision, not a failure).
+    assert set(not_ok) <= {"weights_best"}, not_ok
+    if not_ok:
+        assert not_ok["weights_best"] == {
+            "status": "skipped",
+            "reason": "the regular loss's run scores higher: it stays packaged",
+        }, not_ok
+    assert stages["weights"]["status"] == "ok"
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {p.name for p in files} == {
         "results.json", "report.md", "log.txt", "runs.tar.gz", "fer2013-paper.tar",
