@@ -1,8 +1,11 @@
 """benchmarks/detect_accuracy.py runs and its figures are consistent."""
 
 import importlib.util
+import math
 
 import pytest
+
+FOUND_ONLY = {"accuracy_found", "crop_accuracy_found", "difference", "agreement"}
 
 
 @pytest.mark.slow
@@ -26,6 +29,12 @@ def test_detect_accuracy_benchmark_smoke(tmp_path, capsys, repo_root):
     ]
     for r in results["settings"]:
         assert 0 <= r["found"] <= 1 and r["faces"] == 12 * r["faces_per_image"]
+        # no NaN slips through: only the found faces' figures may be missing, when none is
+        for key, v in r.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                assert key in FOUND_ONLY and r["found"] == 0, (key, v, r)
+        if not r["found"]:
+            assert r["accuracy_all"] == 0
         # a missed face counts as wrong, so accuracy over all faces <= over the faces found
         if r["found"]:
             assert r["accuracy_all"] == pytest.approx(r["found"] * r["accuracy_found"])
