@@ -37,8 +37,9 @@ import numpy as np
 
 from bregflax.data import faces
 from bregflax.inference.detect import FER2013_MARGIN, MAX_DETECT_PIXELS, MIN_FACE, Box
+from bregflax.inference.weights import WEIGHTS_DIR
 
-MODEL_PATH = Path(__file__).resolve().parent / "weights" / "yunet" / "yunet_n_640_640.onnx"
+MODEL_PATH = WEIGHTS_DIR / "yunet" / "yunet_n_640_640.onnx"
 SCORE_THRESHOLD = 0.6  # by benchmarks/detect_accuracy.py --sweep
 NMS_THRESHOLD = 0.3
 TOP_K = 100
