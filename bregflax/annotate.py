@@ -2,7 +2,10 @@
 
 Copies keep each input's path under its folder (:class:`Annotations`), never replace an
 input, ``--out``, ``--boxes`` or an earlier copy of the same run, and are written by the
-engine (:mod:`bregflax.inference`) once a frame's rows are known.
+engine (:mod:`bregflax.inference`) once a frame's rows are known. A video's copy is a video
+(``cv2.VideoWriter``: ``.mp4`` with mp4v, else ``.avi`` with MJPG) of the frames read, at the
+same size, and at the same frame rate when every frame is read (``--every N``: 1/N of it,
+so that it lasts as long).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
 
 # Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
 COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # tried in turn for annotated videos
+DEFAULT_FPS = 10.0  # for a video whose file gives no frame rate
 
 
 def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
@@ -29,9 +34,9 @@ def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
         if row.get("status") != "ok":
             continue
         x, y, w, h = (int(round(v)) for v in row["box"])
-        text = row.get("name", "")
+        text = row.get("label", "")
         if "probs" in row:
-            text += f" {row['probs'][row['name']]:.2f}"
+            text += f" {row['probs'][row['label']]:.2f}"
         if "valence" in row:
             text += f" v{row['valence']:+.2f} a{row['arousal']:+.2f}"
         cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), thickness)
@@ -56,15 +61,17 @@ class Annotations:
         self.renamed: list[tuple[str, Path]] = []
         self._protected: set[str] = set()
         self._used: set[str] = set()
+        self._videos: dict[str, tuple[cv2.VideoWriter, Path]] = {}  # input -> open writer
         self.protect(protect)
 
     def protect(self, paths: Iterable[str | Path]) -> None:
         self._protected.update(str(Path(p).resolve()) for p in paths)
 
-    def path_for(self, frame: Frame) -> Path:
+    def path_for(self, frame: Frame, suffix: str = ".mp4") -> Path:
+        """Where the copy of ``frame``'s input goes (a video's: with ``suffix``)."""
         rel = Path(frame.rel or Path(frame.path).name)
         if frame.frame is not None:
-            name = f"{rel.stem}_f{frame.frame:06d}.jpg"
+            name = f"{rel.stem}{suffix}"
         elif rel.suffix.lower() in COLOUR_SUFFIXES:
             name = rel.name
         else:
@@ -81,7 +88,10 @@ class Annotations:
         return path
 
     def write(self, frame: Frame, rows: list[dict]) -> Path:
-        """Draws ``rows`` on ``frame`` and writes it; OSError if it cannot be written."""
+        """Draws ``rows`` on ``frame`` and writes it (a video frame: to its input's annotated
+        video, ended by :meth:`finish`); OSError if it cannot be written."""
+        if frame.frame is not None:
+            return self._write_video_frame(frame, rows)
         path = self.path_for(frame)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,3 +103,33 @@ class Annotations:
         if not written:
             raise OSError(f"cannot write {path}")
         return path
+
+    def _write_video_frame(self, frame: Frame, rows: list[dict]) -> Path:
+        if frame.path not in self._videos:
+            self._videos[frame.path] = self._open_video(frame)
+        writer, path = self._videos[frame.path]
+        writer.write(draw(frame, rows))
+        return path
+
+    def _open_video(self, frame: Frame) -> tuple[cv2.VideoWriter, Path]:
+        height, width = frame.image.shape[:2]
+        fps = getattr(frame, "fps", 0.0) or DEFAULT_FPS
+        for codec, suffix in VIDEO_CODECS:
+            path = self.path_for(frame, suffix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*codec)
+            writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+            if writer.isOpened():
+                return writer, path
+            writer.release()
+            path.unlink(missing_ok=True)
+        raise OSError(f"cannot write an annotated video for {frame.path}: no codec of "
+                      f"{', '.join(c for c, _ in VIDEO_CODECS)} could be opened")  # fmt: skip
+
+    def finish(self, path: str | Path | None = None) -> None:
+        """Ends the annotated video of input ``path`` (of every input if None)."""
+        keys = list(self._videos) if path is None else [str(path)]
+        for key in keys:
+            entry = self._videos.pop(key, None)
+            if entry is not None:
+                entry[0].release()

@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from bregflax import checkpoints, metrics, plots, report, train, xla_cpu
+from bregflax import checkpoints, flags, metrics, plots, report, run_data, train, xla_cpu
 from bregflax import data as data_lib
 from bregflax.data import pipeline
 from bregflax.parallel import Parallel
@@ -172,9 +172,13 @@ def evaluate_workdir(
     checkpoint: str = "best",
     repeats: int = 200,
     out: str | Path | None = None,
+    data_dir: str | None = None,
 ) -> dict:
     """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes the
     reports to ``out`` (default ``workdir/eval``).
+
+    The data are where the run recorded them (``data.json``, :mod:`bregflax.run_data`), or
+    in ``data_dir``.
 
     A folder that cannot be written fails first (``checkpoints.WorkdirError``), before
     anything is computed. For ``best`` and ``latest``, a checkpoint that does not restore
@@ -188,6 +192,8 @@ def evaluate_workdir(
         advice = "; pass --out DIR to write the reports elsewhere" if default else ""
         checkpoints.ensure_writable(out, advice)
     config, state, step = checkpoints.load_trained(workdir, checkpoint)
+    for note in run_data.apply(config, workdir, data_dir):
+        logging.warning(note)
     loaded = data_lib.load(config.data.source, split, config.data)
     batch_size = config.eval_batch_size
     predictions = predict_split(config, state, loaded.source, batch_size)
@@ -200,28 +206,7 @@ def evaluate_workdir(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bregflax evaluate",
-        description="Every metric of a training run's checkpoint on a split, written to "
-        "WORKDIR/eval/ (also: python -m bregflax.evaluate).",
-        allow_abbrev=False,
-    )
-    p.add_argument("--workdir", required=True, help="training workdir to evaluate")
-    p.add_argument("--out", metavar="DIR", help="folder for the reports (default: WORKDIR/eval)")
-    p.add_argument("--split", default="val", help="dataset split (default: val)")
-    p.add_argument(
-        "--checkpoint", default="best", help="best | latest | a step number (default: best)"
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=200,
-        help="repeats of the skew-normalizing under-sampling (default: 200)",
-    )
-    p.add_argument(
-        "--verbose", action="store_true", help="show the traceback of an error, not one line"
-    )
-    return p
+    return flags.evaluate_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -230,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.set_verbosity(logging.WARNING)
     try:
         results = evaluate_workdir(
-            args.workdir, args.split, args.checkpoint, args.repeats, args.out
+            args.workdir, args.split, args.checkpoint, args.repeats, args.out, args.data_dir
         )
     except (
         checkpoints.RunError,

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import runtime
+from bregflax import flags, runtime
 from bregflax.predictor import Predictor, forward
 
-PLATFORMS = ("cpu", "cuda", "tpu")
+PLATFORMS = flags.PLATFORMS
 
 
 def export_predictor(predictor: Predictor, platforms: Sequence[str] = PLATFORMS) -> bytes:
@@ -57,14 +57,7 @@ def export_predictor(predictor: Predictor, platforms: Sequence[str] = PLATFORMS)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bregflax export", description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="a training run")
-    src.add_argument("--model", help="a shipped model name, e.g. fer2013")
-    p.add_argument("--checkpoint", default="best", help="with --workdir: best | latest | STEP")
-    p.add_argument("--out", required=True, help="output file, e.g. model.bin")
-    p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma-separated")
-    return p.parse_args(argv)
+    return flags.export_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,13 @@
-"""Entry point: ``python -m bregflax.main --config=configs/demo.py --workdir=DIR``.
+"""Entry point: ``python -m bregflax.main --config=demo --workdir=DIR``.
 
-``--config=FILE[:ARG]`` names a config file (``ARG`` is a table config's parameter string).
+``--config=NAME|FILE[:ARG]`` names a config of ``bregflax/configs/`` (``demo``,
+``fer2013_small``...) or a config file (``ARG`` is a table config's parameter string).
 Any config field can be overridden: ``--config.num_epochs=3 --config.model.shortcut h1``.
 With ``--multihost`` (or ``config.multihost``) every process calls
 ``jax.distributed.initialize``, which finds TPU pods, SLURM and Open MPI by itself; the
-``--coordinator_address``, ``--num_processes`` and ``--process_id`` flags cover the rest.
+``--coordinator-address``, ``--num-processes`` and ``--process-id`` flags cover the rest
+(every flag also takes underscores). It ends with a summary: the best score and its
+checkpoint, the outputs, and the next command.
 
 The config is checked before the workdir is created; user errors (a bad value or key, a
 workdir that is a file, read-only or in use by another run, a config that disagrees with
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 import jax
 import ml_collections
 from absl import logging
 
-from bregflax import checkpoints, configs, data, train, xla_cpu
+from bregflax import checkpoints, configs, data, flags, summary, train, xla_cpu
 
 OVERRIDE_PREFIX = "--config."
 
@@ -48,31 +52,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bregflax train",
-        description="Train a model (also: python -m bregflax.main). Resumes from the latest "
-        "checkpoint in --workdir if there is one.",
-        epilog="Override any config field with --config.FIELD=VALUE or --config.FIELD VALUE, "
-        "e.g. --config.num_epochs=3 --config.model.shortcut=h1.",
-        allow_abbrev=False,
-    )
-    p.add_argument(
-        "--config", required=True, metavar="FILE[:ARG]", help="config file, e.g. configs/demo.py"
-    )
-    p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
-    p.add_argument(
-        "--multihost",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="initialize JAX's distributed runtime (default: config.multihost)",
-    )
-    p.add_argument("--coordinator_address", help="host:port of process 0, if not detected")
-    p.add_argument("--num_processes", type=int, help="number of processes, if not detected")
-    p.add_argument("--process_id", type=int, help="this process's index, if not detected")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the traceback of an error, not one line"
-    )
-    return p
+    return flags.train_parser()
 
 
 def config_from_args(spec: str, overrides: dict[str, str]) -> ml_collections.ConfigDict:
@@ -130,10 +110,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         initialize_distributed(args)  # before anything touches a JAX backend
     # orbax logs every save at INFO; the progress bar and epoch lines say what matters.
     logging.set_verbosity(logging.WARNING)
+    started = time.perf_counter()
     try:
-        train.train_and_evaluate(config, args.workdir)
+        state = train.train_and_evaluate(config, args.workdir)
     except USER_ERRORS as e:
         user_error(e, args.verbose)
+    if state is not None and jax.process_index() == 0:
+        seconds = time.perf_counter() - started
+        print(summary.train_summary(args.workdir, config, int(state.step), seconds))
 
 
 if __name__ == "__main__":

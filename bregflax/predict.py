@@ -25,14 +25,22 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import inference
+from bregflax import flags, inference
 from bregflax.annotate import Annotations
 from bregflax.boxes import read_boxes
 from bregflax.data import media
 from bregflax.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
-from bregflax.predictor import Predictor
 
-__all__ = ["Predictor", "main", "parse_args"]
+__all__ = ["Predictor", "main", "parse_args"]  # noqa: F822 (Predictor: __getattr__)
+FORMATS = ("csv", "json", "jsonl")
+
+
+def __getattr__(name: str):
+    if name == "Predictor":  # jax: loaded with the model, not for --help
+        from bregflax.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 PROG = "bregflax predict"
 EPILOG = """\
@@ -67,9 +75,8 @@ exit status:
   2 a usage error, told in one line (--verbose adds the traceback)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+class _Parser(flags.Parser):
+    pass
 
 
 def _checked(check, kind=float):
@@ -96,19 +103,35 @@ def _at_least_1(n: int) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Facial expression (and valence/arousal) of every face in photos and videos.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=True,
     )
     p.add_argument("paths", nargs="+", help="image files, folders (recursive) and videos")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="fer2013", help="shipped model name (default fer2013)")
     src.add_argument("--workdir", help="use a training run's checkpoint instead")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="with --workdir: prepared datasets, for a model whose class names come from its "
+        "data (default: the one the run recorded)",
+    )
     p.add_argument("--checkpoint", default="best", help="with --workdir: best | latest | STEP")
-    p.add_argument("--out", help="output file, .csv or .jsonl (default: CSV on stdout)")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix")
+    p.add_argument(
+        "--out",
+        help="output file: .csv (CSV), .json (one JSON document: a list of rows) or .jsonl "
+        "(JSON Lines, a row per line) (default: CSV on stdout)",
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, help="the output format (default: from --out's suffix)"
+    )
     p.add_argument(
         "--every",
         type=_checked(_at_least_1, int),
@@ -149,14 +172,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="average each face with its mirror image (default: as the model was validated)",
     )
-    p.add_argument("--batch-size", type=_checked(_at_least_1, int), default=64)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--batch-size",
+        type=_checked(_at_least_1, int),
+        default=64,
+        help="faces classified together",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is on stderr, and off by itself when the rows go to a "
+        "terminal's stdout)",
+    )
     p.add_argument(
         "--verbose",
         action="store_true",
         help="print the traceback of a usage error or a failed file",
     )
-    return p.parse_args(argv)
+    return p
 
 
 def check_out(out: str, inputs: list[media.Input], boxes: str | None) -> None:
@@ -191,7 +224,9 @@ def _setup(args: argparse.Namespace):
             raise ValueError(f"--annotate {args.annotate} is a file: it needs a folder")
         protect = [p for p in (args.out, args.boxes) if p]
         annotate = Annotations(args.annotate, protect=protect)
-    predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
+    from bregflax.predictor import Predictor
+
+    predictor = Predictor.load(args.workdir, args.checkpoint, args.model, args.data_dir)
     if args.flip is not None and args.flip != predictor.flip:
         predictor = dataclasses.replace(predictor, flip=args.flip)
     options = inference.Options(
@@ -232,25 +267,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         more = " (--verbose for details)" if len(lines) > 1 and not args.verbose else ""
         print(f"{PROG}: error: {lines[0]}{more}", file=sys.stderr)
         return 2
-    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
+    fmt = args.format or format_of(args.out)
     tally = Tally(files=sum(not entry.skip for entry in inputs))
     try:
         columns = csv_columns(
             predictor.class_names, predictor.has_va, annotate=options.annotate is not None
         )
         writer = Writer(out, fmt, columns)
-        rows = inference.run(
-            predictor, args.paths, options, args.every, not args.no_progress, collected=inputs
-        )
+        progress = show_progress(args.no_progress, args.out, sys.stdout, sys.stderr)
+        rows = inference.run(predictor, args.paths, options, args.every, progress, collected=inputs)
         for row in rows:
             writer.write(row)
             tally.add(row)
+        writer.close()
     finally:
         if args.out:
             out.close()
     tally.notes += _notes(options, args.paths)
     print(tally.summary(), file=sys.stderr)
+    print(closing(args.out, fmt, options.annotate, tally), file=sys.stderr)
     return 1 if tally.failed else 0
+
+
+def closing(out: str | None, fmt: str, annotate: Annotations | None, tally: Tally) -> str:
+    """The end of the summary: where the rows and annotated copies are, and what next."""
+    names = {"csv": "CSV", "json": "one JSON document", "jsonl": "JSON Lines"}
+    lines = [f"rows: {out or 'stdout'} ({names[fmt]}, one row per face)"]
+    if annotate is not None:
+        lines.append(f"annotated copies: {annotate.folder}/")
+        lines.append(f"next: look at {annotate.folder}/ to check the boxes and labels")
+    elif tally.ok:
+        lines.append("next: add --annotate DIR to draw each face's box and label on a copy")
+    return "\n".join(lines)
 
 
 def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
@@ -283,9 +331,30 @@ def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- rows out
 
 
+def show_progress(no_progress: bool, out: str | None, stdout, stderr) -> bool:
+    """Whether to draw the bar (on stderr): not when asked not to, not when stderr is no
+    terminal, and not when the rows go to stdout on the same terminal (they would mix)."""
+    if no_progress or not _isatty(stderr):
+        return False
+    return out is not None or not _isatty(stdout)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_of(out: str | None) -> str:
+    """The format an ``--out`` file's suffix asks for: .json, .jsonl, else CSV."""
+    suffix = Path(out or "").suffix.lower()
+    return {".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+
+
 def csv_columns(class_names: Sequence[str], has_va: bool, annotate: bool = False) -> list[str]:
     cols = ["path", "frame", "time_s", "face", "x", "y", "width", "height", "source"]
-    cols += ["label", "name", *[f"p_{n}" for n in class_names]] if class_names else []
+    cols += ["label", "label_index", *[f"p_{n}" for n in class_names]] if class_names else []
     cols += ["valence", "arousal"] if has_va else []
     cols += ["annotation"] if annotate else []
     return [*cols, "status", "error"]
@@ -303,21 +372,49 @@ def csv_row(row: dict) -> dict:
 
 
 class Writer:
-    """Rows to a CSV or JSON-lines file (or stdout), each flushed as it is written."""
+    """Rows to a CSV, JSON or JSON-lines file (or stdout), each flushed as it is written.
+
+    ``json`` is one document, a list of rows: ``close`` ends it (until then the file holds
+    the rows so far, and ``[``).
+    """
 
     def __init__(self, out, fmt: str, columns: list[str]):
-        self.out, self.fmt = out, fmt
+        self.out, self.fmt, self._rows = out, fmt, 0
         if fmt == "csv":
             self._csv = csv.DictWriter(out, columns, extrasaction="ignore")
             self._csv.writeheader()
-            out.flush()
+        elif fmt == "json":
+            out.write("[")
+        out.flush()
 
     def write(self, row: dict) -> None:
         if self.fmt == "csv":
             self._csv.writerow(csv_row(row))
+        elif self.fmt == "json":
+            self.out.write(("," if self._rows else "") + "\n  " + json.dumps(row))
         else:
             self.out.write(json.dumps(row) + "\n")
+        self._rows += 1
         self.out.flush()
+
+    def close(self) -> None:
+        """Ends a JSON document (CSV and JSON lines need no end)."""
+        if self.fmt == "json":
+            self.out.write("\n]\n" if self._rows else "]\n")
+            self.out.flush()
+
+
+CROP_SIDE = 256  # a face crop is at most this many pixels on a side, and about square
+
+
+def looks_like_crop(path: str) -> bool:
+    """Whether the image at ``path`` looks like a face crop: about square (sides within
+    1.25x) and at most ``CROP_SIDE`` pixels on a side. False if it cannot be read."""
+    image = media.read_image(path)
+    if image is None:
+        return False
+    h, w = image.shape[:2]
+    return max(h, w) <= CROP_SIDE and max(h, w) <= 1.25 * min(h, w)
 
 
 class Tally:
@@ -326,6 +423,7 @@ class Tally:
     def __init__(self, files: int):
         self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
         self.frames: set[tuple[str, int | None]] = set()
+        self.no_face_photos: list[str] = []  # photos the detector found no face in
         self.problems: list[dict] = []  # error, warning and skipped rows
         self.notes: list[str] = []  # more lines for the summary
 
@@ -336,8 +434,21 @@ class Tally:
         if row["status"] == "no_face":
             self.no_face += 1
             self.unboxed += row.get("source") == "user"
+            if row.get("source") == "detector" and row["frame"] is None:
+                self.no_face_photos.append(row["path"])
         if row["status"] in ("error", "warning", "skipped"):
             self.problems.append(row)
+
+    def mostly_crops(self, sample: int = 100) -> bool:
+        """Whether most frames read were photos with no face found that look like face
+        crops (:func:`looks_like_crop`, judged on up to ``sample`` of them)."""
+        photos = self.no_face_photos
+        if not photos or 2 * len(photos) <= len(self.frames):
+            return False
+        step = max(len(photos) // sample, 1)
+        seen = photos[::step][:sample]
+        crops = sum(looks_like_crop(path) for path in seen) * len(photos) / len(seen)
+        return 2 * crops > len(self.frames)
 
     @property
     def failed(self) -> bool:
@@ -356,8 +467,8 @@ class Tally:
                 f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "
                 "--boxes-fallback runs the detector there (the whole image with --no-detect)"
             )
-        if self.no_face > self.unboxed:
-            lines.append("  (images that are already face crops: pass --no-detect)")
+        if self.mostly_crops():
+            lines.append("  (most images look like face crops already: pass --no-detect)")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 

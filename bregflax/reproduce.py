@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, evaluate, models, plots, tables, train, xla_cpu
+from bregflax import configs, evaluate, flags, models, plots, tables, train, xla_cpu
 from bregflax import data as data_lib
 from bregflax import state as state_lib
 from bregflax.configs import experiment
@@ -230,53 +230,7 @@ def run_names_of(table: str, scale: str, seeds=None, claims=()) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bregflax reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--table", required=True, choices=list(experiment.TABLES))
-    parser.add_argument("--scale", default="cpu", choices=experiment.FIELDS["scale"])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument(
-        "--seeds", default="", help="comma-separated, e.g. 0,1,2 (default 0; claims: their own)"
-    )
-    parser.add_argument(
-        "--only", default="", help="run only experiments with all these tokens, e.g. fer2013,h3"
-    )
-    parser.add_argument(
-        "--claims",
-        default="",
-        help="comma-separated claims of --table=claims: "
-        + ", ".join(c.name for c in experiment.CLAIMS),
-    )
-    parser.add_argument(
-        "--report_only",
-        action="store_true",
-        help="train nothing: write the table from the finished runs and name the others",
-    )
-    parser.add_argument(
-        "--run",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="train only the run of this directory name (repeatable; see --list_runs)",
-    )
-    parser.add_argument(
-        "--list_runs", action="store_true", help="print the table's run names in order and exit"
-    )
-    parser.add_argument("--repeats", type=int, default=None, help="skew-normalization repeats")
-    parser.add_argument("--data_dir", default="", help="prepared datasets ($BREGFLAX_DATA_DIR)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set num_epochs=10",
-    )
-    parser.add_argument(
-        "--compile_cache",
-        default=None,
-        help="persistent XLA compilation cache, shared by runs of one network "
-        "(default WORKDIR/jax_cache; '' turns it off)",
-    )
-    return parser.parse_args(argv)
+    return flags.reproduce_parser().parse_args(argv)
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
