@@ -25,7 +25,17 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from bregflax import checkpoints, flags, metrics, plots, report, run_data, train, xla_cpu
+from bregflax import (
+    checkpoints,
+    flags,
+    metrics,
+    plots,
+    report,
+    run_data,
+    summary,
+    train,
+    xla_cpu,
+)
 from bregflax import data as data_lib
 from bregflax.data import pipeline
 from bregflax.parallel import Parallel
@@ -231,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = out / f"{args.split}_table.md"
     print(table.read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
+    print(summary.evaluate_summary(results, args.workdir, out))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import flags, runtime
+from bregflax import flags, runtime, summary
 from bregflax.predictor import Predictor, forward
 
 PLATFORMS = flags.PLATFORMS
@@ -67,9 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    blob = export_predictor(predictor, [p for p in args.platforms.split(",") if p])
+    platforms = [p for p in args.platforms.split(",") if p]
+    blob = export_predictor(predictor, platforms)
     Path(args.out).write_bytes(blob)
-    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.runtime")
+    source = f"{args.workdir} ({args.checkpoint})" if args.workdir else f"model {args.model}"
+    print(summary.export_summary(args.out, len(blob), source, platforms))
     return 0
 
 

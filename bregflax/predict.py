@@ -42,6 +42,7 @@ def __getattr__(name: str):
         return Predictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 PROG = "bregflax predict"
 EPILOG = """\
 files:

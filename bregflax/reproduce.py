@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, evaluate, flags, models, plots, tables, train, xla_cpu
+from bregflax import configs, evaluate, flags, models, plots, summary, tables, train, xla_cpu
 from bregflax import data as data_lib
 from bregflax import state as state_lib
 from bregflax.configs import experiment
@@ -273,7 +273,7 @@ def main(argv=None) -> None:
         unknown = sorted(set(args.run) - set(names))
         if unknown:
             raise configs.ConfigError(f"--run: no run named {', '.join(unknown)} in this table")
-        reproduce(
+        out = reproduce(
             args.table,
             args.scale,
             args.workdir,
@@ -285,6 +285,7 @@ def main(argv=None) -> None:
             train_missing=not args.report_only,
             run_names=args.run,
         )
+        print(summary.reproduce_summary(out, args.table, args.scale, args.workdir, names))
     except (configs.ConfigError, RunConflictError) as e:
         raise SystemExit(f"error: {e}") from None
     except ValueError as e:  # an unknown claim or parameter string

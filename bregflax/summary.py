@@ -109,3 +109,59 @@ def train_summary(
     lines.append(f"outputs in {workdir}: {', '.join(outputs)}")
     lines.append(f"next: bregflax evaluate --workdir={workdir}")
     return "\n".join(lines)
+
+
+def evaluate_summary(results: dict, workdir: str | Path, out: str | Path) -> str:
+    """The lines printed when ``bregflax evaluate`` ends."""
+    scores = []
+    categorical = results.get("categorical", {})
+    for key in ("accuracy", "f1"):
+        if key in categorical:
+            scores.append(f"{'macro F1' if key == 'f1' else key} {categorical[key]:.4f}")
+    dimensional = results.get("dimensional", {})
+    for dim in ("valence", "arousal"):
+        if f"{dim}/rmse" in dimensional:
+            scores.append(f"{dim} RMSE {dimensional[f'{dim}/rmse']:.4f}")
+    lines = [
+        f"done: evaluated {workdir} at checkpoint step {results['step']} "
+        f"({results.get('checkpoint', 'best')}) on {results['split']}, "
+        f"{results['num_examples']:,} examples"
+    ]
+    if scores:
+        lines.append("scores: " + ", ".join(scores))
+    lines.append(f"reports in {out}/ ({len(results.get('files', []))} files)")
+    lines.append(f"next: bregflax predict --workdir={workdir} photo.jpg")
+    return "\n".join(lines)
+
+
+def export_summary(out: str | Path, size_bytes: int, source: str, platforms) -> str:
+    """The lines printed when ``bregflax export`` ends."""
+    return "\n".join(
+        [
+            f"done: exported {source} for {', '.join(platforms)}",
+            f"wrote {out} ({size_bytes / 1e6:.2f} MB)",
+            'next: python -c "from bregflax.runtime import ExportedModel; '
+            f"m = ExportedModel.load('{out}'); print(m.class_names)\" "
+            "(uint8 face crops in, the model's outputs out)",
+        ]
+    )
+
+
+def reproduce_summary(
+    out: str | Path, table: str, scale: str, workdir: str | Path, names: list[str]
+) -> str:
+    """The lines printed when ``bregflax reproduce`` ends: ``names`` are the table's runs."""
+    runs = Path(workdir) / scale
+    finished = sum((runs / name / "result.json").exists() for name in names)
+    lines = [
+        f"done: table {table} at scale {scale}: {finished} of {len(names)} runs finished",
+        f"wrote {out}; runs in {runs}/",
+    ]
+    if finished < len(names):
+        lines.append(
+            f"next: bregflax reproduce --table={table} --scale={scale} --workdir={workdir} "
+            "to train the others (--report-only rewrites the table from the finished ones)"
+        )
+    else:
+        lines.append(f"next: read {out}")
+    return "\n".join(lines)

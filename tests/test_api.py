@@ -105,3 +105,15 @@ def test_video_emotions_streams_rows_like_the_cli(fer2013_dir, tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(ValueError, match="cannot decode video"):
         list(bregflax.video_emotions(tmp_path / "bad.mp4"))
+
+
+def test_the_public_api_is_all_that_is_visible():
+    assert dir(bregflax) == sorted(bregflax.__all__)
+    assert "functools" not in dir(bregflax) and "_predictor" not in dir(bregflax)
+    assert bregflax.Predictor is Predictor  # imported when first asked for
+    for name in bregflax.__all__:
+        assert getattr(bregflax, name) is not None
+        if callable(getattr(bregflax, name)):
+            assert getattr(bregflax, name).__doc__  # documented
+    with pytest.raises(AttributeError):
+        bregflax.nope  # noqa: B018

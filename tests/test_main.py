@@ -1,6 +1,8 @@
 """``python -m bregflax.main``'s command line: the config, its overrides, the launch flags."""
 
+import json
 import re
+import types
 
 import pytest
 
@@ -140,3 +142,22 @@ def test_the_launch_scripts_pass_flags_main_knows(repo_root):
         flags = set(bregflax.flags.normalize(found))  # either spelling is the same flag
         assert "--multihost" in flags, script
         assert flags <= known, (script, flags - known)
+
+
+def test_training_ends_with_a_summary(monkeypatch, capsys, tmp_path):
+    """What was done, the best score and its checkpoint, the outputs, the next command."""
+
+    def fake_training(config, workdir):
+        rows = [{"step": 6, "epoch": 1.0, "val/accuracy": 0.25},
+                {"step": 12, "epoch": 2.0, "val/accuracy": 0.5}]  # fmt: skip
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return types.SimpleNamespace(step=12)
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+    main.main(["--config=demo", f"--workdir={tmp_path}", "--config.num_epochs=2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("done: trained BReGNetTiny on synthetic for 2 epoch(s), 12 steps")
+    assert out[1] == (
+        f"best val/accuracy: 0.5000 at epoch 2 (step 12), checkpoint {tmp_path}/checkpoints/12"
+    )
+    assert out[-1] == f"next: bregflax evaluate --workdir={tmp_path}"
