@@ -47,7 +47,7 @@ def normalize(argv: Sequence[str]) -> list[str]:
     return out
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter):
+class Formatter(argparse.HelpFormatter):
     """Help that shows each option's default (unless its text already says it)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -57,6 +57,10 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         if action.option_strings and shown and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+class RawFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`Formatter` that keeps the description's and epilog's lines as written."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -155,6 +159,7 @@ def reproduce_parser() -> Parser:
         prog="bregflax reproduce",
         description="The paper's tables, figures and claims, one command each "
         "(also: python -m bregflax.reproduce).",
+        allow_abbrev=True,  # as before
     )
     p.add_argument("--table", required=True, choices=TABLES, help="the table or figure")
     p.add_argument(
@@ -227,6 +232,7 @@ def export_parser() -> Parser:
         prog="bregflax export",
         description="The inference function, weights included, as StableHLO (jax.export) "
         "for bregflax.runtime (also: python -m bregflax.export).",
+        allow_abbrev=True,  # as before
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a training run")

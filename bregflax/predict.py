@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Facial expression (and valence/arousal) of every face in photos and videos.",
         epilog=EPILOG,
+        formatter_class=flags.RawFormatter,
         allow_abbrev=True,
     )
     p.add_argument("paths", nargs="+", help="image files, folders (recursive) and videos")
