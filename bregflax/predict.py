@@ -294,7 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def closing(out: str | None, fmt: str, annotate: Annotations | None, tally: Tally) -> str:
     """The end of the summary: where the rows and annotated copies are, and what next."""
     names = {"csv": "CSV", "json": "one JSON document", "jsonl": "JSON Lines"}
-    lines = [f"rows: {out or 'stdout'} ({names[fmt]}, one row per face)"]
+    lines = []
+    if tally.labels:
+        ranked = sorted(tally.labels.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append("faces by label: " + ", ".join(f"{k} {n}" for k, n in ranked))
+    lines.append(f"rows: {out or 'stdout'} ({names[fmt]}, one row per face)")
     if annotate is not None:
         lines.append(f"annotated copies: {annotate.folder}/")
         lines.append(f"next: look at {annotate.folder}/ to check the boxes and labels")
@@ -426,6 +430,7 @@ class Tally:
         self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
         self.frames: set[tuple[str, int | None]] = set()
         self.no_face_photos: list[str] = []  # photos the detector found no face in
+        self.labels: dict[str, int] = {}  # faces per predicted class
         self.problems: list[dict] = []  # error, warning and skipped rows
         self.notes: list[str] = []  # more lines for the summary
 
@@ -433,6 +438,8 @@ class Tally:
         if row["status"] not in ("skipped", "warning"):
             self.frames.add((row["path"], row["frame"]))
         self.ok += row["status"] == "ok"
+        if row["status"] == "ok" and "label" in row:
+            self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
         if row["status"] == "no_face":
             self.no_face += 1
             self.unboxed += row.get("source") == "user"

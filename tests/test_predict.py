@@ -72,6 +72,18 @@ def test_cli_detection_reports_no_face_and_annotates(inputs, tmp_path):
     assert f"annotated copies: {tmp_path / 'ann'}/" in err
 
 
+def test_the_summary_says_what_was_found_and_where_the_rows_are(tmp_path):
+    tally = predict.Tally(files=1)
+    for label in ("Sad", "Happy", "Sad"):
+        tally.add({"path": "a.png", "frame": None, "status": "ok", "label": label})
+    text = predict.closing(str(tmp_path / "p.json"), "json", None, tally)
+    assert text.splitlines() == [
+        "faces by label: Sad 2, Happy 1",
+        f"rows: {tmp_path / 'p.json'} (one JSON document, one row per face)",
+        "next: add --annotate DIR to draw each face's box and label on a copy",
+    ]
+
+
 def test_the_no_detect_hint_only_when_most_frames_look_like_crops(tmp_path):
     for i in range(3):  # 48x48 face crops the cascade finds no face in
         cv2.imwrite(str(tmp_path / f"crop{i}.png"), np.full((48, 48), 100 + i, np.uint8))
