@@ -8,7 +8,7 @@ Haar cascade (:mod:`bregflax.detect`), given in ``--boxes FILE``, or the whole i
 valence and arousal. An image with no face gets a ``no_face`` row; an unreadable file gets
 an ``error`` row and a line in the closing summary, and the rest are still processed.
 
-This module is the command line and the rows' output (CSV or JSON lines, the closing
+This module is the command line and the rows' output (CSV, JSON or JSON Lines, the closing
 summary): the engine is :mod:`bregflax.inference`, the model
 :class:`bregflax.predictor.Predictor` (also importable from here, as before).
 """

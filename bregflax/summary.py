@@ -155,7 +155,7 @@ def reproduce_summary(
     finished = sum((runs / name / "result.json").exists() for name in names)
     lines = [
         f"done: table {table} at scale {scale}: {finished} of {len(names)} runs finished",
-        f"wrote {out}; runs in {runs}/",
+        f"table: {out}; runs in {runs}/",
     ]
     if finished < len(names):
         lines.append(
