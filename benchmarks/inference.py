@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from bregflax.configs import default  # noqa: E402
 from bregflax.data import faces  # noqa: E402
-from bregflax.inference import detect  # noqa: E402
+from bregflax.inference.engine import detect  # noqa: E402
 from bregflax.inference.predictor import Predictor  # noqa: E402
 from bregflax.nn import fold, models
 

@@ -5,7 +5,8 @@ The expression of every face, in one line, with the shipped FER2013 model:
     import bregflax
 
     bregflax.detect_emotions("photo.jpg")  # or an RGB / gray uint8 array
-    # [{"box": (x, y, width, height), "label": "Happy", "probs": {"Angry": 0.01, ...}}, ...]
+    # [{"box": [x, y, width, height], "label": "Happy", "label_index": 3,
+    #   "probs": {"Angry": 0.01, ...}}, ...]
 
     for row in bregflax.video_emotions("clip.mp4", every=5):
         row["frame"], row["time_s"], row["box"], row["label"], row["probs"]
@@ -16,35 +17,41 @@ bregflax loads nothing heavy: jax and OpenCV are imported by the first call.
 
 from __future__ import annotations
 
-import functools
-
 __version__ = "0.1.0"
-__all__ = ["detect_emotions", "video_emotions"]
+__all__ = ["Predictor", "__version__", "detect_emotions", "video_emotions"]
 
 
-@functools.lru_cache(maxsize=4)
+def __getattr__(name: str):
+    if name == "Predictor":  # jax: imported when first asked for
+        from bregflax.inference.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'bregflax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API only (``bregflax.__all__``), not the helpers behind it."""
+    return sorted(__all__)
+
+
+def _cached(maxsize: int):
+    from functools import lru_cache
+
+    return lru_cache(maxsize=maxsize)
+
+
+@_cached(maxsize=4)
 def _predictor(model: str):
     from bregflax.inference.predictor import Predictor
 
     return Predictor.from_pretrained(model)
 
 
-@functools.lru_cache(maxsize=4)
+@_cached(maxsize=4)
 def _detector(min_face: float, name: str = "yunet"):
     from bregflax.inference.yunet import make_detector
 
     return make_detector(name, min_face)
-
-
-def _face(box, names, probs=None, va=None) -> dict:
-    """One face's dict: its box as whole pixels, label and probs, valence and arousal."""
-    face = {"box": tuple(int(round(v)) for v in box)}
-    if probs is not None:
-        face["label"] = names[int(probs.argmax())]
-        face["probs"] = {n: float(p) for n, p in zip(names, probs, strict=True)}
-    if va is not None:
-        face["valence"], face["arousal"] = float(va[0]), float(va[1])
-    return face
 
 
 def detect_emotions(
@@ -56,12 +63,15 @@ def detect_emotions(
     detector: str = "yunet",
     align: bool = True,
 ) -> list:
-    """Every face in ``image``, largest first: ``[{"box", "label", "probs"}, ...]``.
+    """Every face in ``image``, largest first:
+    ``[{"box", "label", "label_index", "probs"}, ...]``.
 
     ``image``: a path, or an array: RGB (H, W, 3) or gray (H, W), uint8 or float in [0, 1]
-    (OpenCV's ``imread`` gives BGR: convert it first). ``box`` is (x, y, width, height) in
-    pixels; ``probs`` maps each class name to its probability, ``label`` is the likeliest
-    (a valence/arousal model gives ``valence`` and ``arousal`` instead or as well).
+    (OpenCV's ``imread`` gives BGR: convert it first). ``box`` is [x, y, width, height] in
+    whole pixels; ``probs`` maps each class name to its probability (6 decimals), ``label``
+    is the likeliest class's name and ``label_index`` its index (a valence/arousal model
+    gives ``valence`` and ``arousal`` instead or as well). The keys and rounding of
+    ``bregflax predict``'s rows (:func:`bregflax.inference.engine.face_fields`).
     ``model``: a shipped model's name; ``predictor``: a
     :class:`~bregflax.inference.predictor.Predictor` of your own instead. ``min_face``: the smallest
     face side in pixels (default: the model's 48-pixel input). ``detector``: ``"yunet"``
@@ -103,7 +113,8 @@ def detect_emotions(
     out = predictor.predict_faces(np.stack([crops[i] for i in kept]))
     none = [None] * len(kept)
     probs, va = out.get("probs", none), out.get("va", none)
-    return [_face(boxes[i], predictor.class_names, probs[j], va[j]) for j, i in enumerate(kept)]
+    names = predictor.class_names
+    return [inference.face_fields(boxes[i], names, probs[j], va[j]) for j, i in enumerate(kept)]
 
 
 def video_emotions(
@@ -120,13 +131,13 @@ def video_emotions(
     """One row per face in every ``every``-th frame of the video at ``path``, as read.
 
     Each row: ``frame`` (from 0), ``time_s`` (None where the file gives no frame rate),
-    ``face`` (its index in the frame, largest first), ``box``, ``label`` and ``probs`` (as
-    :func:`detect_emotions`). Frames without a face give no row. The video is streamed:
-    memory does not grow with its length. ``redetect_every``: the whole frame is searched
-    every that many frames read (see ``bregflax predict --help``); ``detector`` and
-    ``align`` as for :func:`detect_emotions`. A file that cannot be
-    read raises FileNotFoundError or ValueError; frames missing at the end of a damaged
-    file give a warning.
+    ``face`` (its index in the frame, largest first), ``box``, ``label``, ``label_index`` and
+    ``probs`` (as :func:`detect_emotions`, and as ``bregflax predict`` writes them). Frames
+    without a face give no row. The video is streamed: memory does not grow with its length.
+    ``redetect_every``: the whole frame is searched every that many frames read (see
+    ``bregflax predict --help``); ``detector`` and ``align`` as for :func:`detect_emotions`.
+    A file that cannot be read raises FileNotFoundError or ValueError; frames missing at the
+    end of a damaged file give a warning.
     """
     import warnings
 
@@ -143,12 +154,8 @@ def video_emotions(
     for row in inference.run(predictor, [str(path)], options, every, progress=False):
         status = row["status"]
         if status == "ok":
-            face = _face(row["box"], predictor.class_names)
-            if "probs" in row:
-                face["label"], face["probs"] = row["name"], row["probs"]
-            if "valence" in row:
-                face["valence"], face["arousal"] = row["valence"], row["arousal"]
-            yield {"frame": row["frame"], "time_s": row["time_s"], "face": row["face"], **face}
+            keys = ("frame", "time_s", "face", "box", "label", "label_index", "probs")
+            yield {k: row[k] for k in (*keys, "valence", "arousal") if k in row}
         elif status == "warning":
             warnings.warn(f"{path}: {row['error']}", stacklevel=2)
         elif status in ("error", "skipped"):

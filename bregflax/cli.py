@@ -1,7 +1,8 @@
 """The ``bregflax`` command: ``bregflax {train,evaluate,predict,reproduce,export} ...``.
 
 Each subcommand runs its module's own command line, so ``bregflax train --config=...``
-is ``python -m bregflax.main --config=...`` and so on; ``bregflax SUB --help`` lists flags.
+is ``python -m bregflax.main --config=...`` and so on; ``bregflax SUB --help`` lists flags
+(from :mod:`bregflax.flags`, before jax is imported). ``bregflax --version``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import runpy
 import sys
 from collections.abc import Sequence
 
+from bregflax import __version__, flags
+
 COMMANDS = {
-    "train": ("bregflax.main", "train a model: --config=configs/X.py --workdir=DIR"),
+    "train": ("bregflax.main", "train a model: --config=demo --workdir=DIR"),
     "evaluate": ("bregflax.evaluation.evaluate", "every metric of a run's checkpoint on a split"),
     "predict": ("bregflax.inference.predict", "expressions of the faces in photos and videos"),
     "reproduce": ("bregflax.paper.reproduce", "a table or figure of the paper: --table=N"),
@@ -20,8 +23,10 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: bregflax COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: bregflax [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "bregflax COMMAND --help lists a command's flags; either spelling works for",
+              "every flag: --report-only or --report_only."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -30,10 +35,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         sys.exit(0 if argv else 2)
+    if argv[0] == "--version":
+        print(f"bregflax {__version__}")
+        sys.exit(0)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"bregflax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    if flags.wants_help(rest):  # answered here, before the command's module imports jax
+        flags.PARSERS[command]().parse_args(rest)
     module = COMMANDS[command][0]
     sys.argv = [f"bregflax {command}", *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

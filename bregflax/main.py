@@ -1,10 +1,13 @@
-"""Entry point: ``python -m bregflax.main --config=configs/demo.py --workdir=DIR``.
+"""Entry point: ``python -m bregflax.main --config=demo --workdir=DIR``.
 
-``--config=FILE[:ARG]`` names a config file (``ARG`` is a table config's parameter string).
+``--config=NAME|FILE[:ARG]`` names a config of ``bregflax/configs/`` (``demo``,
+``fer2013_small``...) or a config file (``ARG`` is a table config's parameter string).
 Any config field can be overridden: ``--config.num_epochs=3 --config.model.shortcut h1``.
 With ``--multihost`` (or ``config.multihost``) every process calls
 ``jax.distributed.initialize``, which finds TPU pods, SLURM and Open MPI by itself; the
-``--coordinator_address``, ``--num_processes`` and ``--process_id`` flags cover the rest.
+``--coordinator-address``, ``--num-processes`` and ``--process-id`` flags cover the rest
+(every flag also takes underscores). It ends with a summary: the best score and its
+checkpoint, the outputs, and the next command.
 
 The config is checked before the workdir is created; user errors (a bad value or key, a
 workdir that is a file, read-only or in use by another run, a config that disagrees with
@@ -21,13 +24,14 @@ if __name__ == "__main__":  # before the heavy imports: a restart then costs onl
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 import jax
 import ml_collections
 from absl import logging
 
-from bregflax import configs, data, echoes, errors, rundir
+from bregflax import configs, data, echoes, errors, flags, rundir, summary
 from bregflax.training import slurm, train, xla_cpu
 
 OVERRIDE_PREFIX = "--config."
@@ -55,35 +59,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bregflax train",
-        description="Train a model (also: python -m bregflax.main). Resumes from the latest "
-        "checkpoint in --workdir if there is one.",
-        epilog="Override any config field with --config.FIELD=VALUE or --config.FIELD VALUE, "
-        "e.g. --config.num_epochs=3 --config.model.shortcut=h1.",
-        allow_abbrev=False,
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        metavar="FILE[:ARG]",
-        help="config file, e.g. configs/demo.py. A config file is Python and is run as it is "
-        "loaded, with your permissions: use only config files you trust",
-    )
-    p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
-    p.add_argument(
-        "--multihost",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="initialize JAX's distributed runtime (default: config.multihost)",
-    )
-    p.add_argument("--coordinator_address", help="host:port of process 0, if not detected")
-    p.add_argument("--num_processes", type=int, help="number of processes, if not detected")
-    p.add_argument("--process_id", type=int, help="this process's index, if not detected")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the traceback of an error, not one line"
-    )
-    return p
+    return flags.train_parser()
 
 
 def config_from_args(spec: str, overrides: dict[str, str]) -> ml_collections.ConfigDict:
@@ -145,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         initialize_distributed(args)  # before anything touches a JAX backend
     # orbax logs every save at INFO; the progress bar and epoch lines say what matters.
     logging.set_verbosity(logging.WARNING)
+    started = time.perf_counter()
     try:
         with echoes.suppressed():  # orbax's echoes of a damaged checkpoint, for the whole run
-            train.train_and_evaluate(config, args.workdir)
+            state = train.train_and_evaluate(config, args.workdir)
     except USER_ERRORS as e:
         user_error(e, args.verbose)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, at any moment: compiling included
@@ -167,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         errors.quiet_exit(2)
+    if state is not None and jax.process_index() == 0:
+        seconds = time.perf_counter() - started
+        print(summary.train_summary(args.workdir, config, int(state.step), seconds))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ One home for what every command that writes or reads a file needs:
   gives ``<stem>-2<suffix>``, ``-3``...
 * :class:`OutputLock`: one writer per output file, refused in one line naming the first.
 
-Reading hostile files, strict JSON and any file name are :mod:`bregflax.inputs`'; signals
+Reading hostile files, strict JSON and any file name are :mod:`bregflax.hostile`'; signals
 and what ran out are :mod:`bregflax.errors`'.
 """
 
@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from bregflax.inputs import text_path
+from bregflax.hostile import text_path
 
 
 class OutputBusyError(ValueError):
@@ -136,21 +136,29 @@ def publish_new(path: str | os.PathLike, data: bytes, most: int = 10000) -> Path
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        for k in range(1, most + 1):
-            target = numbered(path, k)
-            try:
-                os.link(temp, target)  # fails on any existing entry; follows no link
-                return target
-            except FileExistsError:
-                continue
-            except OSError as e:  # a file system without hard links: exclusive creation
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                    raise
-                return _create_new(path, data, k, most)
-        raise FileExistsError(errno.EEXIST, f"{most} names taken", str(path))
+        return publish_file(temp, path, most)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+
+
+def publish_file(temp: str | os.PathLike, path: str | os.PathLike, most: int = 10000) -> Path:
+    """Gives the finished file ``temp`` (in ``path``'s folder) the first free name of
+    ``path``, ``<stem>-2<suffix>``..., as :func:`publish_new` does; ``temp`` stays for the
+    caller to remove. Returns the path given."""
+    path = Path(path)
+    for k in range(1, most + 1):
+        target = numbered(path, k)
+        try:
+            os.link(temp, target)  # fails on any existing entry; follows no link
+            return target
+        except FileExistsError:
+            continue
+        except OSError as e:  # a file system without hard links: exclusive creation
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            return _create_new(path, Path(temp).read_bytes(), k, most)
+    raise FileExistsError(errno.EEXIST, f"{most} names taken", str(path))
 
 
 def _create_new(path: Path, data: bytes, start: int, most: int) -> Path:

@@ -40,7 +40,8 @@ def test_import_is_cheap(repo_root):
 def test_detect_emotions_on_an_array_and_a_path(fer2013_dir, tmp_path):
     image = _scene(fer2013_dir)
     found = bregflax.detect_emotions(image, align=False)
-    assert len(found) == 2 and [sorted(f) for f in found] == [["box", "label", "probs"]] * 2
+    keys = ["box", "label", "label_index", "probs"]
+    assert len(found) == 2 and [sorted(f) for f in found] == [keys] * 2
     predictor = Predictor.from_pretrained()
     for f in found:  # each face as the Predictor classifies its (unturned) crop
         assert len(f["box"]) == 4 and all(isinstance(v, int) for v in f["box"])
@@ -48,7 +49,7 @@ def test_detect_emotions_on_an_array_and_a_path(fer2013_dir, tmp_path):
         want = predictor.predict_faces(crop[None])["probs"][0]
         assert list(f["probs"]) == list(FER2013_CLASSES)
         np.testing.assert_allclose(list(f["probs"].values()), want, atol=1e-5)
-        assert f["label"] == FER2013_CLASSES[int(want.argmax())]
+        assert f["label"] == FER2013_CLASSES[f["label_index"]] == FER2013_CLASSES[want.argmax()]
     xs = sorted(f["box"][0] for f in found)
     assert abs(xs[0] - 60) < 20 and abs(xs[1] - 380) < 20
     cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -58,10 +59,7 @@ def test_detect_emotions_on_an_array_and_a_path(fer2013_dir, tmp_path):
     code = predict.main([str(tmp_path / "p.png"), "--format", "jsonl", "--no-progress",
                          "--out", str(tmp_path / "p.jsonl")])  # fmt: skip
     rows = [json.loads(line) for line in open(tmp_path / "p.jsonl")]
-    assert code == 0 and [r["name"] for r in rows] == [f["label"] for f in from_path]
-    assert [r["probs"] for r in rows] == [
-        {k: round(v, 6) for k, v in f["probs"].items()} for f in from_path
-    ]
+    assert code == 0 and [{k: r[k] for k in keys} for r in rows] == from_path  # one schema
     gray = bregflax.detect_emotions(image[..., 0].astype(np.float32) / 255)
     assert len(gray) == 2
 
@@ -101,9 +99,21 @@ def test_video_emotions_streams_rows_like_the_cli(fer2013_dir, tmp_path):
     cli = [r for r in cli if r["status"] == "ok"]
     assert code == 0 and [r["frame"] for r in cli] == [r["frame"] for r in rows]
     assert [r["probs"] for r in cli] == [r["probs"] for r in rows]
-    assert [r["name"] for r in cli] == [r["label"] for r in rows]
+    assert [{k: r[k] for k in rows[0]} for r in cli] == rows  # the same keys and values
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
         list(bregflax.video_emotions(tmp_path / "nope.mp4"))
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(ValueError, match="cannot decode video"):
         list(bregflax.video_emotions(tmp_path / "bad.mp4"))
+
+
+def test_the_public_api_is_all_that_is_visible():
+    assert dir(bregflax) == sorted(bregflax.__all__)
+    assert "functools" not in dir(bregflax) and "_predictor" not in dir(bregflax)
+    assert bregflax.Predictor is Predictor  # imported when first asked for
+    for name in bregflax.__all__:
+        assert getattr(bregflax, name) is not None
+        if callable(getattr(bregflax, name)):
+            assert getattr(bregflax, name).__doc__  # documented
+    with pytest.raises(AttributeError):
+        bregflax.nope  # noqa: B018

@@ -157,3 +157,24 @@ def test_validate_checks_what_a_config_has(demo_config):
     configs.validate(demo_config)
     with pytest.raises(configs.ConfigError, match="config.num_epochs must be at least 1, got '3'"):
         configs.validate(ml_collections.ConfigDict({"num_epochs": "3"}))
+
+
+@pytest.mark.parametrize("spec", ["demo", "demo.py", "configs/demo.py", "fer2013_small"])
+def test_configs_by_name_from_any_folder(spec, tmp_path, monkeypatch):
+    """A name (or the README's configs/NAME.py where no such file is) is the package's config."""
+    monkeypatch.chdir(tmp_path)  # outside the repository: no configs/ folder here
+    name = spec.split("/")[-1].removesuffix(".py")
+    assert configs.load_file(spec).to_dict() == configs.get(name).to_dict()
+
+
+def test_a_config_file_path_still_wins_and_unknown_names_list_the_known(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.py").write_text(
+        "from bregflax.configs.demo import get_config as base\n"
+        "def get_config():\n    c = base()\n    c.num_epochs = 1\n    return c\n"
+    )
+    assert configs.load_file("configs/demo.py").num_epochs == 1  # the file, not the package
+    assert configs.load_file("table2:resnet,fer2013,test").model.shortcut == "identity"
+    with pytest.raises(configs.ConfigError, match="configs by name: demo, fer2013"):
+        configs.load_file("nope")

@@ -195,7 +195,7 @@ def test_crops_are_batched_within_a_file_and_rows_keep_their_face(
     np.testing.assert_allclose(video, [0, 10, 20, 30], atol=3)  # MJPG is lossy
     want = [30, 60, 90, 150, 210]
     assert [r["probs"]["bright"] for r in rows[4:9]] == [round(v / 255, 6) for v in want]
-    assert [r["name"] for r in rows[4:9]] == ["dark", "dark", "dark", "bright", "bright"]
+    assert [r["label"] for r in rows[4:9]] == ["dark", "dark", "dark", "bright", "bright"]
     assert [r["arousal"] for r in rows[4:9]] == [round(-v / 255, 6) for v in want]
 
 

@@ -1,9 +1,12 @@
 """``python -m bregflax.main``'s command line: the config, its overrides, the launch flags."""
 
+import json
 import re
+import types
 
 import pytest
 
+import bregflax.flags
 from bregflax import configs, main
 from bregflax.training import train
 
@@ -136,6 +139,26 @@ def test_the_launch_scripts_pass_flags_main_knows(repo_root):
             for line in text.splitlines()
             if "-m bregflax.main" in line and not line.lstrip().startswith("#")
         ]
-        flags = {f for c in commands for f in re.findall(r"(--[a-z_-]+)(?:=|\s|\$|$)", c)}
+        found = re.findall(r"(--[a-z_-]+)(?:=|\s|\$|$)", " ".join(commands))
+        flags = set(bregflax.flags.normalize(found))  # either spelling is the same flag
         assert "--multihost" in flags, script
         assert flags <= known, (script, flags - known)
+
+
+def test_training_ends_with_a_summary(monkeypatch, capsys, tmp_path):
+    """What was done, the best score and its checkpoint, the outputs, the next command."""
+
+    def fake_training(config, workdir):
+        rows = [{"step": 6, "epoch": 1.0, "val/accuracy": 0.25},
+                {"step": 12, "epoch": 2.0, "val/accuracy": 0.5}]  # fmt: skip
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return types.SimpleNamespace(step=12)
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+    main.main(["--config=demo", f"--workdir={tmp_path}", "--config.num_epochs=2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("done: trained BReGNetTiny on synthetic for 2 epoch(s), 12 steps")
+    assert out[1] == (
+        f"best val/accuracy: 0.5000 at epoch 2 (step 12), checkpoint {tmp_path}/checkpoints/12"
+    )
+    assert out[-1] == f"next: bregflax evaluate --workdir={tmp_path}"

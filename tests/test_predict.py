@@ -58,7 +58,7 @@ def test_cli_csv_reports_every_file(inputs, tmp_path):
     assert len(by_status["ok"]) == 5  # crop, blank (whole image), three video frames
     for r in by_status["ok"]:
         probs = [float(r[f"p_{n}"]) for n in FER2013_CLASSES]
-        assert abs(sum(probs) - 1) < 1e-4 and r["name"] == FER2013_CLASSES[int(r["label"])]
+        assert abs(sum(probs) - 1) < 1e-4 and r["label"] == FER2013_CLASSES[int(r["label_index"])]
     assert "broken.jpg: cannot decode image" in err and "notes.txt" in err
 
 
@@ -67,8 +67,87 @@ def test_cli_detection_reports_no_face_and_annotates(inputs, tmp_path):
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["status"] for r in rows] == ["no_face"]
-    assert "--no-detect" in err
+    assert "--no-detect" not in err  # a 160x120 photo does not look like a face crop
     assert (tmp_path / "ann" / "blank.png").exists()
+    assert f"annotated copies: {tmp_path / 'ann'}/" in err
+
+
+def test_the_summary_says_what_was_found_and_where_the_rows_are(tmp_path):
+    tally = predict.Tally(files=1)
+    for label in ("Sad", "Happy", "Sad"):
+        tally.add({"path": "a.png", "frame": None, "status": "ok", "label": label})
+    text = predict.closing(str(tmp_path / "p.json"), "json", None, tally)
+    assert text.splitlines() == [
+        "faces by label: Sad 2, Happy 1",
+        f"rows: {tmp_path / 'p.json'} (one JSON document, one row per face)",
+        "next: add --annotate DIR to draw each face's box and label on a copy",
+    ]
+
+
+def test_the_no_detect_hint_only_when_most_frames_look_like_crops(tmp_path):
+    for i in range(3):  # 48x48 face crops the cascade finds no face in
+        cv2.imwrite(str(tmp_path / f"crop{i}.png"), np.full((48, 48), 100 + i, np.uint8))
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((480, 640), 128, np.uint8))
+    code, _, err = _cli(tmp_path, "--out", tmp_path / "p1.csv")
+    assert code == 0 and "pass --no-detect" in err  # 3 of 4 frames look like crops
+    for i in range(3, 8):
+        cv2.imwrite(str(tmp_path / f"photo{i}.png"), np.full((480, 640), 90, np.uint8))
+    code, _, err = _cli(tmp_path, "--out", tmp_path / "p2.csv")
+    assert code == 0 and "--no-detect" not in err  # 3 of 9
+
+
+def test_json_out_is_one_document_and_jsonl_one_row_per_line(inputs, tmp_path):
+    for suffix in (".json", ".jsonl"):
+        out = tmp_path / f"p{suffix}"
+        code, _, err = _cli(inputs / "sub", "--no-detect", "--out", out)
+        assert code == 0
+        if suffix == ".json":
+            rows = json.loads(out.read_text())  # json.load reads it
+            assert "one JSON document" in err
+        else:
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            assert "JSON Lines" in err
+        assert [r["status"] for r in rows] == ["ok"] and rows[0]["label"] in FER2013_CLASSES
+    empty = io.StringIO()
+    writer = predict.Writer(empty, "json", [])
+    writer.close()
+    assert json.loads(empty.getvalue()) == []
+    assert predict.format_of("a.JSON") == "json" and predict.format_of(None) == "csv"
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    "no_progress, out, stdout_tty, stderr_tty, shown",
+    [
+        (False, None, True, True, False),  # rows on the terminal: the bar would mix with them
+        (False, None, False, True, True),  # rows piped away: the bar on the terminal
+        (False, "p.csv", True, True, True),
+        (False, "p.csv", True, False, False),  # stderr is a file: no bar in it
+        (True, "p.csv", True, True, False),
+    ],
+)
+def test_progress_never_mixes_with_rows_on_stdout(no_progress, out, stdout_tty, stderr_tty, shown):
+    stdout, stderr = _Stream(stdout_tty), _Stream(stderr_tty)
+    assert predict.show_progress(no_progress, out, stdout, stderr) is shown
+
+
+def test_progress_counts_video_frames(inputs):
+    from bregflax.data import media
+    from bregflax.inference.engine import expected_frames
+
+    entries = {e.path.name: e for e in media.collect([inputs])}
+    assert expected_frames(entries["clip.avi"], 1) == 12
+    assert expected_frames(entries["clip.avi"], 5) == 3
+    assert expected_frames(entries["blank.png"], 5) == 1
+    assert expected_frames(entries["notes.txt"], 1) == 0
 
 
 def test_cli_user_boxes(inputs, tmp_path):
@@ -145,7 +224,7 @@ def test_tally_and_writers(tmp_path):
     rows = [
         {"path": "a.png", "frame": None, "time_s": None, "status": "no_face", "error": ""},
         {"path": "v.mp4", "frame": 3, "time_s": 0.12345, "face": 0, "box": [1, 2, 3, 4]}
-        | {"source": "detector", "status": "ok", "error": "", "label": 1, "name": "B"}
+        | {"source": "detector", "status": "ok", "error": "", "label": "B", "label_index": 1}
         | {"probs": {"A": 0.25, "B": 0.75}},
         {"path": "n.txt", "frame": None, "time_s": None, "status": "skipped", "error": "no"},
     ]
@@ -156,8 +235,7 @@ def test_tally_and_writers(tmp_path):
     assert tally.summary().splitlines() == [
         "2 file(s), 2 frame(s): 1 face(s) classified, 1 frame(s) with no face, 1 problem(s)",
         "  skipped: n.txt: no",
-        "  (images that are already face crops: pass --no-detect)",
-    ]
+    ]  # a.png cannot be read, so it does not look like a face crop: no --no-detect hint
     tally.add({"path": "v.mp4", "frame": None, "status": "warning", "error": "frames 9-11 missing"})
     assert not tally.failed and tally.summary().splitlines()[0].startswith("2 file(s), 2 frame(s)")
     assert "  warning: v.mp4: frames 9-11 missing" in tally.summary().splitlines()
@@ -180,8 +258,8 @@ def test_tally_and_writers(tmp_path):
         "width": "3",
         "height": "4",
         "source": "detector",
-        "label": "1",
-        "name": "B",
+        "label": "B",
+        "label_index": "1",
         "p_A": "0.25",
         "p_B": "0.75",
         "status": "ok",

@@ -50,8 +50,8 @@ def test_outputs_on_synthetic_faces(untrained):
     out = untrained.predict(images)
     assert out["probs"].shape == (10, 7)
     np.testing.assert_allclose(out["probs"].sum(-1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(out["label"], out["probs"].argmax(-1))
-    assert out["name"] == [FER2013_CLASSES[i] for i in out["label"]]
+    np.testing.assert_array_equal(out["label_index"], out["probs"].argmax(-1))
+    assert out["label"] == [FER2013_CLASSES[i] for i in out["label_index"]]  # as rows have it
     assert np.all(np.abs(out["valence"]) <= 1) and out["arousal"].shape == (10,)
 
 
@@ -160,7 +160,7 @@ def test_shipped_model_on_real_fer2013_val(fer2013_dir):
     shipped = Predictor.from_pretrained("fer2013")
     val = np.load(fer2013_dir / "val.npz")
     out = shipped.predict(val["images"])
-    accuracy = float((out["label"] == val["labels"]).mean())
+    accuracy = float((out["label_index"] == val["labels"]).mean())
     assert accuracy >= 0.675  # shipped: 0.684 (meta.json); fer reports ~66%
     assert accuracy == pytest.approx(shipped.info["val"]["accuracy"], abs=1e-3)
 

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bregflax import inputs, rundir, safe_io
+from bregflax import hostile, rundir, safe_io
 from bregflax.data import media, synthetic
 from bregflax.evaluation import evaluate
 from bregflax.inference import export, predict
@@ -125,7 +125,7 @@ def test_safe_folder_takes_no_link_out_of_the_folder(tmp_path):
 
 def test_strict_json_writes_null_and_says_why():
     row = {"probs": {"happy": float("nan"), "sad": 0.5}, "va": np.array([np.inf]), "error": ""}
-    back = _no_nan(inputs.strict_json(row, reason_key="error"))
+    back = _no_nan(hostile.strict_json(row, reason_key="error"))
     assert back["probs"] == {"happy": None, "sad": 0.5} and back["va"] == [None]
     assert "probs.happy=nan" in back["error"] and "va[0]=inf" in back["error"]
 
@@ -134,25 +134,25 @@ def test_strict_json_writes_null_and_says_why():
     "name", [b"caf\xe9.png", b"\xff\xfe.jpg", b"ok-\xc3\xa9.png", b"back\\x41\x80.png"]
 )
 def test_names_that_are_not_utf8_round_trip_through_text(name):
-    text = inputs.text_path(os.fsdecode(name))
+    text = hostile.text_path(os.fsdecode(name))
     text.encode("utf-8")  # writable as UTF-8
     if b"\\x" not in name:  # a literal backslash-x in a bad name is the one ambiguity
-        assert os.fsencode(inputs.path_from_text(text)) == name
+        assert os.fsencode(hostile.path_from_text(text)) == name
 
 
 def test_read_json_names_a_cut_file_and_what_to_do(tmp_path):
     path = tmp_path / "result.json"
     path.write_text('{"config": {"a": 1}, "scores": {"acc')
-    with pytest.raises(inputs.DamagedFileError, match=r"result.json is not valid JSON .*rerun"):
-        inputs.read_json(path)
+    with pytest.raises(hostile.DamagedFileError, match=r"result.json is not valid JSON .*rerun"):
+        hostile.read_json(path)
 
 
 def test_check_size_refuses_before_reading(tmp_path):
     path = tmp_path / "big.jpg"
     with open(path, "wb") as f:
         f.truncate(2 << 30)  # 2 GiB, sparse
-    with pytest.raises(inputs.FileTooLargeError, match=r"2.0 GiB, over the 256.0 MiB"):
-        inputs.check_size(path, inputs.MAX_IMAGE_BYTES, "--max-file-size")
+    with pytest.raises(hostile.FileTooLargeError, match=r"2.0 GiB, over the 256.0 MiB"):
+        hostile.check_size(path, hostile.MAX_IMAGE_BYTES, "--max-file-size")
 
 
 # --------------------------------------------------------------------------- annotations
@@ -257,10 +257,10 @@ def test_names_that_are_not_utf8_are_written_and_read_back(tmp_path):
             _no_nan(line) for line in text.splitlines()
         ]  # fmt: skip
         assert [r["status"] for r in rows] == ["ok", "ok"]
-        name = os.fsencode(inputs.path_from_text(rows[0]["path"]))
+        name = os.fsencode(hostile.path_from_text(rows[0]["path"]))
         assert name == os.fsencode(str(folder / bad))
         assert os.path.isfile(name)
-        annotation = os.fsencode(inputs.path_from_text(rows[0]["annotation"]))
+        annotation = os.fsencode(hostile.path_from_text(rows[0]["annotation"]))
         assert os.path.isfile(annotation) and b"\xe9-\xff" in annotation
     try:
         import pandas
@@ -429,11 +429,11 @@ def test_a_cut_result_json_is_named_in_one_line(tmp_path):
     run = tmp_path / "cpu" / "run"
     run.mkdir(parents=True)
     (run / "result.json").write_text('{"config": {"model": {"na')
-    with pytest.raises(inputs.DamagedFileError, match=r"run/result.json is not valid JSON"):
+    with pytest.raises(hostile.DamagedFileError, match=r"run/result.json is not valid JSON"):
         reproduce.run_experiment(ml_collections.ConfigDict({"a": 1}), run, 1, log=lambda *_: 0)
     (run / "result.json").unlink()
     (run / "config.json").write_text('{"model": ')
-    with pytest.raises(inputs.DamagedFileError, match=r"run/config.json .*delete it"):
+    with pytest.raises(hostile.DamagedFileError, match=r"run/config.json .*delete it"):
         reproduce.run_experiment(ml_collections.ConfigDict({"a": 1}), run, 1, log=lambda *_: 0)
 
 

@@ -19,8 +19,13 @@ def _saved_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
-def test_same_seed_same_run_and_it_learns(trained_run, trained_run_config, read_metric, tmp_path):
+def test_same_seed_same_run_and_it_learns(
+    trained_run, trained_run_config, read_metric, tmp_path, capsys
+):
     train.train_and_evaluate(trained_run_config, tmp_path)
+    # Once 5 steps after the compiled first have run, the time the rest will take:
+    out = capsys.readouterr().out
+    assert "estimated training time: " in out and " for 6 more steps (" in out
     a, b = read_metric(trained_run), read_metric(tmp_path)
     assert len(a) == 12
     np.testing.assert_array_equal(a, b)

@@ -44,12 +44,36 @@ def get(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     return module.get_config(arg) if name in TABLE_CONFIGS else module.get_config()
 
 
+def packaged_name(path_text: str) -> str | None:
+    """The name of this package's config that ``path_text`` means, if it is not a file.
+
+    ``demo`` and ``fer2013_small.py`` name package configs, and so does ``configs/demo.py``
+    where no such file is (outside the repository); any other path names none.
+    """
+    path = Path(path_text)
+    if path.is_file():
+        return None
+    stem = path.name.removesuffix(".py")
+    bare = path.parent == Path(".") and path.name in (stem, f"{stem}.py")
+    in_configs = path.parent.name == "configs" and path.suffix == ".py"
+    return stem if stem in NAMES and (bare or in_configs) else None
+
+
 def load_file(spec: str) -> ml_collections.ConfigDict:
-    """``path/to/file.py[:arg]``, as ``--config=`` gives it: the file's ``get_config([arg])``."""
+    """A config by name (``demo``, ``table2:resnet,fer2013``) or by file
+    (``path/to/file.py[:arg]``), as ``--config=`` gives it: its ``get_config([arg])``.
+
+    A name is looked up in this package, so it works from any folder.
+    """
     path_text, sep, arg = spec.partition(":")
+    name = packaged_name(path_text)
+    if name is not None:
+        module = importlib.import_module(f"{__name__}.{name}")
+        return module.get_config(arg) if sep else module.get_config()
     path = Path(path_text)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        names = ", ".join(n for n in NAMES if n not in ("default",))
+        raise ConfigError(f"config file {path} not found; configs by name: {names}")
     module_spec = importlib.util.spec_from_file_location(f"_bregflax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:

@@ -38,7 +38,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bregflax import inputs
+from bregflax import hostile
 from bregflax.data import SOURCES, Split, faces, media, tfds_base
 from bregflax.data.fer2013 import parse_label
 from bregflax.data.tfds_base import FaceConfig, check_range
@@ -129,7 +129,7 @@ def parse_box(values: Iterable[str]) -> tuple[float, ...]:
 
 def npy_text(path: Path) -> str:
     """The single value in a .npy file (AffectNet stores them as strings) as text."""
-    return str(inputs.load_npy(path).reshape(-1)[0])
+    return str(hostile.load_npy(path).reshape(-1)[0])
 
 
 def exclusion(task: str, code: int, valence: float, arousal: float) -> str | None:
@@ -210,7 +210,7 @@ class Affectnet(tfds_base.FaceBuilder):
                 continue
             name = f"{LISTS}/{filename}"
             out = rows.setdefault(split, [])
-            inputs.csv_any_length()  # a field of any length is read, then judged
+            hostile.csv_any_length()  # a field of any length is read, then judged
             with path.open(newline="", errors="replace") as f:
                 reader = csv.reader(f)
                 columns = list(COLUMNS)
@@ -291,7 +291,7 @@ class Affectnet(tfds_base.FaceBuilder):
                     valence=values["val"],
                     arousal=values["aro"],
                     box=None,
-                    landmarks=lambda p=lnd: inputs.load_npy(p).reshape(-1),
+                    landmarks=lambda p=lnd: hostile.load_npy(p).reshape(-1),
                 )
                 if record is not None:
                     out.append(record)

@@ -52,7 +52,7 @@ import cv2
 import ml_collections
 import numpy as np
 
-from bregflax import inputs
+from bregflax import hostile
 from bregflax.data import FER2013_CLASSES, SOURCES, DatasetNotFoundError, Split
 
 NAME = "arrays"
@@ -108,7 +108,7 @@ def _npz(path: Path, keys: Sequence[str], only: Sequence[str] = ()) -> dict[str,
         raise DatasetNotFoundError(f"{path} does not exist")
     try:
         if zipfile.is_zipfile(path):
-            inputs.check_npz(path)  # a header declaring petabytes: named, not a MemoryError
+            hostile.check_npz(path)  # a header declaring petabytes: named, not a MemoryError
         f = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):

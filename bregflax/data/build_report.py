@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bregflax import inputs, safe_io
+from bregflax import hostile, safe_io
 
 MAX_EXAMPLES = 5
 FILENAME = "build_report.json"
@@ -120,7 +120,7 @@ class BuildReport:
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / FILENAME
-        safe_io.write_atomic(path, inputs.strict_json(self.to_dict(), indent=2) + "\n")
+        safe_io.write_atomic(path, hostile.strict_json(self.to_dict(), indent=2) + "\n")
         return path
 
     def summary(self) -> str:

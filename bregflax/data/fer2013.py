@@ -27,7 +27,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bregflax import inputs
+from bregflax import hostile
 from bregflax.data import FER2013_CLASSES, SOURCES, Split, faces, media, tfds_base
 from bregflax.data.tfds_base import FaceConfig
 
@@ -120,7 +120,7 @@ class Fer2013(tfds_base.FaceBuilder):
         name = path.relative_to(manual).as_posix()
         self.report.source_format = name
         items: dict[str, list] = {}
-        inputs.csv_any_length()  # a field of any length is read, then judged by its checks
+        hostile.csv_any_length()  # a field of any length is read, then judged by its checks
         # A BOM is not a column name; a byte that is not UTF-8 fails that field's checks.
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
             reader = csv.reader(f)

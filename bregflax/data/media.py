@@ -31,6 +31,7 @@ class Frame:
     error: str = ""
     rel: str = ""  # path under its input folder, for --annotate
     warning: str = ""  # a frame-less note about the file (frames its video lacks)
+    fps: float = 0.0  # video: frames read per second of video (its rate / every); 0 unknown
 
 
 IMAGE_SUFFIXES = frozenset(

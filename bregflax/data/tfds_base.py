@@ -35,6 +35,13 @@ DATA_DIR_ENV = "BREGFLAX_DATA_DIR"
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
+WAYS_TO_DATA = (
+    f"Data elsewhere? Point at its data directory (the folder holding downloads/manual/) "
+    f"with ${DATA_DIR_ENV}=DIR, --data-dir=DIR (evaluate, predict, reproduce) or "
+    "--config.data.data_dir=DIR (train); a run records its own in WORKDIR/data.json."
+)
+
+
 def data_dir(config: ml_collections.ConfigDict) -> Path:
     """``config.data_dir``, else $BREGFLAX_DATA_DIR, else ~/tensorflow_datasets."""
     path = config.get("data_dir", "") or os.environ.get(DATA_DIR_ENV, "") or DEFAULT_DATA_DIR
@@ -233,7 +240,8 @@ def prepare(
     if detect(manual) is None:
         raise DatasetNotFoundError(
             f"{builder.name} is not prepared (looked for {builder.data_dir}) and no raw files "
-            f"were found in {manual}.\n{instructions.strip()}\nPut them in: {manual}"
+            f"were found in {manual}.\n{instructions.strip()}\nPut them in: {manual}\n"
+            f"{WAYS_TO_DATA}"
         )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual)),

@@ -11,7 +11,6 @@ that cannot be written) are one line and exit status 2; ``--verbose`` shows the 
 
 from __future__ import annotations
 
-from bregflax import inputs
 from bregflax.training import xla_cpu
 
 if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
@@ -31,7 +30,7 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from bregflax import data as data_lib
-from bregflax import echoes, errors, rundir, safe_io
+from bregflax import echoes, errors, flags, hostile, run_data, rundir, safe_io, summary
 from bregflax.data import pipeline
 from bregflax.evaluation import metrics, plots, report
 from bregflax.nn import models
@@ -110,7 +109,7 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
         writer = csv.writer(f)
         writer.writerow(header)
         for i, source_id in enumerate(predictions["source_id"]):
-            row = [inputs.text_path(str(source_id))]
+            row = [hostile.text_path(str(source_id))]
             if "probs" in predictions:
                 p = predictions["probs"][i]
                 row += [int(predictions["label"][i]), int(p.argmax()), class_names[int(p.argmax())]]
@@ -135,7 +134,7 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     check_outputs(workdir, out, split)
     written = [out / f"{split}.json"]
-    text = inputs.strict_json(results, reason_key="nonfinite", indent=2)
+    text = hostile.strict_json(results, reason_key="nonfinite", indent=2)
     safe_io.write_atomic(written[0], text + "\n")
     tables = [
         f"# {split} ({results['num_examples']} examples, checkpoint step {results['step']})\n"
@@ -212,9 +211,13 @@ def evaluate_workdir(
     checkpoint: str = "best",
     repeats: int = 200,
     out: str | Path | None = None,
+    data_dir: str | None = None,
 ) -> dict:
     """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes the
     reports to ``out`` (default ``workdir/eval``).
+
+    The data are where the run recorded them (``data.json``, :mod:`bregflax.run_data`), or
+    in ``data_dir``.
 
     A folder that cannot be written fails first (``rundir.WorkdirError``), before
     anything is computed. For ``best`` and ``latest``, a checkpoint that does not restore
@@ -228,6 +231,8 @@ def evaluate_workdir(
         advice = "; pass --out DIR to write the reports elsewhere" if default else ""
         rundir.ensure_writable(out, advice)
     config, variables, step = checkpoints.load_variables(workdir, checkpoint)
+    for note in run_data.apply(config, workdir, data_dir):
+        logging.warning(note)
     loaded = data_lib.load(config.data.source, split, config.data)
     batch_size = config.eval_batch_size
     predictions = predict_split(config, variables, loaded.source, batch_size)
@@ -240,28 +245,7 @@ def evaluate_workdir(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bregflax evaluate",
-        description="Every metric of a training run's checkpoint on a split, written to "
-        "WORKDIR/eval/ (also: python -m bregflax.evaluate).",
-        allow_abbrev=False,
-    )
-    p.add_argument("--workdir", required=True, help="training workdir to evaluate")
-    p.add_argument("--out", metavar="DIR", help="folder for the reports (default: WORKDIR/eval)")
-    p.add_argument("--split", default="val", help="dataset split (default: val)")
-    p.add_argument(
-        "--checkpoint", default="best", help="best | latest | a step number (default: best)"
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=200,
-        help="repeats of the skew-normalizing under-sampling (default: 200)",
-    )
-    p.add_argument(
-        "--verbose", action="store_true", help="show the traceback of an error, not one line"
-    )
-    return p
+    return flags.evaluate_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -272,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with echoes.suppressed():  # orbax's echoes of a damaged checkpoint, for the command
             results = evaluate_workdir(
-                args.workdir, args.split, args.checkpoint, args.repeats, args.out
+                args.workdir, args.split, args.checkpoint, args.repeats, args.out, args.data_dir
             )
     except (
         rundir.RunError,
@@ -296,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = out / f"{args.split}_table.md"
     print(table.read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
+    print(summary.evaluate_summary(results, args.workdir, out))
 
 
 if __name__ == "__main__":

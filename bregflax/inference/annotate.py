@@ -4,21 +4,27 @@ Copies keep each input's path under its folder (:class:`Annotations`), never rep
 input, ``--out``, ``--boxes``, an earlier copy of the same run or any file already there,
 and are never written through a symbolic link (:func:`bregflax.safe_io.publish_new`); they
 are written by the engine (:mod:`bregflax.inference.engine`) once a frame's rows are known.
+A video's copy is a video (``cv2.VideoWriter``: ``.mp4`` with mp4v, else ``.avi`` with
+MJPG) of the frames read, at the same size, and at the same frame rate when every frame is
+read (``--every N``: 1/N of it, so that it lasts as long).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bregflax import errors, inputs, safe_io
+from bregflax import errors, hostile, safe_io
 from bregflax.data.media import Frame
 
 # Annotations keep their input's suffix where OpenCV writes colour images in it, else .png.
 COLOUR_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # tried in turn for annotated videos
+DEFAULT_FPS = 10.0  # for a video whose file gives no frame rate
 
 
 def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
@@ -30,9 +36,9 @@ def draw(frame: Frame, rows: list[dict]) -> np.ndarray:
         if row.get("status") != "ok":
             continue
         x, y, w, h = (int(round(v)) for v in row["box"])
-        text = row.get("name", "")
+        text = row.get("label", "")
         if "probs" in row:
-            text += f" {row['probs'][row['name']]:.2f}"
+            text += f" {row['probs'][row['label']]:.2f}"
         if "valence" in row:
             text += f" v{row['valence']:+.2f} a{row['arousal']:+.2f}"
         cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), thickness)
@@ -60,15 +66,17 @@ class Annotations:
         self.renamed: list[tuple[str, Path]] = []
         self._protected: set[str] = set()
         self._used: set[str] = set()
+        self._videos: dict[str, tuple[cv2.VideoWriter, Path]] = {}  # input -> open writer
         self.protect(protect)
 
     def protect(self, paths: Iterable[str | Path]) -> None:
         self._protected.update(str(Path(p).resolve()) for p in paths)
 
-    def path_for(self, frame: Frame) -> Path:
+    def path_for(self, frame: Frame, suffix: str = ".mp4") -> Path:
+        """Where the copy of ``frame``'s input goes (a video's: with ``suffix``)."""
         rel = Path(frame.rel or Path(frame.path).name)
         if frame.frame is not None:
-            name = f"{rel.stem}_f{frame.frame:06d}.jpg"
+            name = f"{rel.stem}{suffix}"
         elif rel.suffix.lower() in COLOUR_SUFFIXES:
             name = rel.name
         else:
@@ -85,11 +93,14 @@ class Annotations:
         return path
 
     def write(self, frame: Frame, rows: list[dict]) -> Path:
-        """Draws ``rows`` on ``frame`` and writes it to a file that did not exist (a taken
-        name, or a symbolic link or file where a folder goes, gets ``-2``...: listed in
-        ``renamed``); OSError if it cannot be written."""
+        """Draws ``rows`` on ``frame`` and writes it: a photo to a file that did not exist (a
+        taken name, or a symbolic link or file where a folder goes, gets ``-2``...: listed in
+        ``renamed``), a video frame to its input's annotated video (ended by :meth:`finish`);
+        OSError if it cannot be written."""
+        if frame.frame is not None:
+            return self._write_video_frame(frame, rows)
         want = self.path_for(frame)
-        shown = inputs.text_path(want)
+        shown = hostile.text_path(want)
         try:
             ok, data = cv2.imencode(want.suffix or ".png", draw(frame, rows))
         except cv2.error as e:
@@ -112,3 +123,48 @@ class Annotations:
                 self.renamed.pop()  # path_for renamed it already: the name written counts
             self.renamed.append((frame.path, path))
         return path
+
+    def _write_video_frame(self, frame: Frame, rows: list[dict]) -> Path:
+        if frame.path not in self._videos:
+            self._videos[frame.path] = self._open_video(frame)
+        writer, temp, _ = self._videos[frame.path]
+        writer.write(draw(frame, rows))
+        return temp
+
+    def _open_video(self, frame: Frame) -> tuple[cv2.VideoWriter, Path, Path]:
+        """A writer on a temporary file beside where the video goes (named at
+        :meth:`finish`, never over an existing file), that file and the wanted path."""
+        height, width = frame.image.shape[:2]
+        fps = getattr(frame, "fps", 0.0) or DEFAULT_FPS
+        for codec, suffix in VIDEO_CODECS:
+            want = self.path_for(frame, suffix)
+            try:
+                rel = want.parent.relative_to(self.folder)
+            except ValueError:
+                rel = Path()
+            parent, _ = safe_io.safe_folder(self.folder, rel)
+            temp = parent / f".{want.stem}.{os.getpid()}.tmp{suffix}"
+            fourcc = cv2.VideoWriter_fourcc(*codec)
+            writer = cv2.VideoWriter(str(temp), fourcc, fps, (width, height))
+            if writer.isOpened():
+                return writer, temp, parent / want.name
+            writer.release()
+            temp.unlink(missing_ok=True)
+        raise OSError(f"cannot write an annotated video for {frame.path}: no codec of "
+                      f"{', '.join(c for c, _ in VIDEO_CODECS)} could be opened")  # fmt: skip
+
+    def finish(self, path: str | Path | None = None) -> None:
+        """Ends the annotated video of input ``path`` (of every input if None): it gets its
+        name only now, a free one (``-2``... if taken: listed in ``renamed``)."""
+        keys = list(self._videos) if path is None else [str(path)]
+        for key in keys:
+            entry = self._videos.pop(key, None)
+            if entry is not None:
+                writer, temp, want = entry
+                writer.release()
+                try:
+                    final = safe_io.publish_file(temp, want)
+                finally:
+                    temp.unlink(missing_ok=True)
+                if final != want:
+                    self.renamed.append((key, final))

@@ -33,11 +33,12 @@ import threading
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from bregflax import inputs
+from bregflax import hostile
 from bregflax.data import faces, media
 from bregflax.data.media import Frame
 from bregflax.errors import one_line
@@ -50,7 +51,9 @@ from bregflax.inference.detect import (  # noqa: F401 - FaceDetector: engine.Fac
     REDETECT_EVERY,
     FaceDetector,
 )
-from bregflax.inference.predictor import Predictor
+
+if TYPE_CHECKING:  # jax comes with the model, so that `bregflax predict --help` is light
+    from bregflax.inference.predictor import Predictor
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
 QUEUE_FRAMES = 128  # video frames prepared ahead of the model (8 when annotating: whole images)
@@ -76,7 +79,7 @@ def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
             undecoded.append(index)
         else:
             decoded += 1
-            yield Frame(str(path), rgb, index, video.time_s(index), rel=rel)
+            yield Frame(str(path), rgb, index, video.time_s(index), rel=rel, fps=video.fps / every)
     count, read = video.frame_count, video.frames_read
     header = f" (its header gives {count} frames)" if count else ""
     if not decoded:
@@ -143,7 +146,7 @@ class Options:
     annotate: Annotations | str | Path | None = None
     batch_size: int = 64
     verbose: bool = False  # print the traceback of a file that fails
-    max_file_bytes: int = inputs.MAX_IMAGE_BYTES  # larger image files are refused unread
+    max_file_bytes: int = hostile.MAX_IMAGE_BYTES  # larger image files are refused unread
 
     def __post_init__(self):
         for name, check in (("margin", check_margin), ("min_face", check_min_face)):
@@ -210,6 +213,24 @@ def crops(
     return out, errors
 
 
+DECIMALS = 6  # probabilities, valence and arousal in every output
+
+
+def face_fields(box, names: Sequence[str], probs=None, va=None) -> dict:
+    """One face's fields, the same in every output (``bregflax predict``'s rows,
+    ``detect_emotions``, ``video_emotions``): ``box`` (x, y, width, height) in whole pixels,
+    ``label`` the likeliest class's name and ``label_index`` its index, ``probs`` each
+    class's probability, ``valence`` and ``arousal``, rounded to ``DECIMALS``."""
+    face: dict = {"box": [int(round(float(v))) for v in box]}
+    if probs is not None:
+        index = int(np.argmax(probs))
+        face["label"], face["label_index"] = names[index], index
+        face["probs"] = {n: round(float(p), DECIMALS) for n, p in zip(names, probs, strict=True)}
+    if va is not None:
+        face["valence"], face["arousal"] = (round(float(v), DECIMALS) for v in va)
+    return face
+
+
 def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
     """The rows of one frame; ``outputs`` hold one entry per box (None for a bad box)."""
     base = {"path": frame.path, "frame": frame.frame, "time_s": frame.time_s}
@@ -221,20 +242,16 @@ def rows_for(frame: Frame, boxes, source, outputs, names, errors) -> list[dict]:
         return [{**base, "source": source, "status": "no_face", "error": ""}]
     rows = []
     for i, box in enumerate(boxes):
-        row = {**base, "face": i, "box": [round(float(v), 1) for v in box], "source": source}
+        row = {**base, "face": i, "box": face_fields(box, names)["box"], "source": source}
         if getattr(box, "landmarks", None) is not None:
             row["landmarks"] = [[round(float(v), 1) for v in p] for p in box.landmarks]
         if errors[i]:
             rows.append({**row, "status": "error", "error": errors[i]})
             continue
+        probs = outputs["probs"][i] if "probs" in outputs else None
+        va = outputs["va"][i] if "va" in outputs else None
+        row.update(face_fields(box, names, probs, va))
         row.update(status="ok", error="")
-        if "probs" in outputs:
-            probs = outputs["probs"][i]
-            row["label"] = int(probs.argmax())
-            row["name"] = names[row["label"]]
-            row["probs"] = {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)}
-        if "va" in outputs:
-            row["valence"], row["arousal"] = (round(float(v), 6) for v in outputs["va"][i])
         rows.append(row)
     return rows
 
@@ -264,26 +281,51 @@ def run(
         annotations = Annotations(annotations)
     if annotations is not None:
         annotations.protect(entry.path for entry in inputs)
+    planned = [expected_frames(e, every) if progress else 1 for e in inputs]
     bar = tqdm(
-        total=sum(not e.skip for e in inputs),
+        total=sum(planned),
         desc="predict",
-        unit="file",
+        unit="frame",
         disable=not progress,
         file=sys.stderr,
     )
-    for entry in inputs:
+    for entry, plan in zip(inputs, planned, strict=True):
         base = {"path": str(entry.path), "frame": None, "time_s": None}
         if entry.skip:
             yield {**base, "status": "skipped", "error": entry.skip}
             continue
+        start = bar.n
         try:
-            yield from _file_rows(entry, predictor, options, every, detector, annotations)
+            for row in _file_rows(entry, predictor, options, every, detector, annotations):
+                if row["status"] != "warning" and row.get("face", 0) == 0:
+                    bar.update()  # a frame's first row
+                yield row
         except Exception as e:  # one file's failure is its row, the others still run
             if options.verbose:
                 traceback.print_exc()
             yield {**base, "status": "error", "error": one_line(e)}
-        bar.update()
+        finally:
+            if annotations is not None:
+                annotations.finish(entry.path)  # a video's annotated copy, complete
+        bar.update(max(start + plan - bar.n, 0))  # a file that ended early or failed
     bar.close()
+
+
+def expected_frames(entry: media.Input, every: int) -> int:
+    """The frames :func:`run` will read from ``entry``: 1 for a photo, a video's sampled
+    frames as its header gives them (1 if it gives none), 0 for a skipped entry."""
+    if entry.skip:
+        return 0
+    if not media.is_video(entry.path):
+        return 1
+    import cv2
+
+    capture = cv2.VideoCapture(str(entry.path))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        capture.release()
+    return max(math.ceil(count / every), 1)
 
 
 def _file_rows(
@@ -350,8 +392,8 @@ def _too_large(path: Path, limit: int) -> Frame | None:
     if media.is_video(path) or not path.is_file():
         return None
     try:
-        inputs.check_size(path, limit, "--max-file-size")
-    except inputs.FileTooLargeError as e:
+        hostile.check_size(path, limit, "--max-file-size")
+    except hostile.FileTooLargeError as e:
         return Frame(str(path), None, error=f"not read: {e}")
     return None
 

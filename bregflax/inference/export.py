@@ -20,11 +20,11 @@ import jax.numpy as jnp
 from jax import export
 
 import bregflax
-from bregflax import errors, safe_io
+from bregflax import errors, flags, safe_io, summary
 from bregflax.inference import runtime
 from bregflax.inference.predictor import Predictor, forward
 
-PLATFORMS = ("cpu", "cuda", "tpu")
+PLATFORMS = flags.PLATFORMS
 
 
 def export_predictor(predictor: Predictor, platforms: Sequence[str] = PLATFORMS) -> bytes:
@@ -59,14 +59,7 @@ def export_predictor(predictor: Predictor, platforms: Sequence[str] = PLATFORMS)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bregflax export", description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="a training run")
-    src.add_argument("--model", help="a shipped model name, e.g. fer2013")
-    p.add_argument("--checkpoint", default="best", help="with --workdir: best | latest | STEP")
-    p.add_argument("--out", required=True, help="output file, e.g. model.bin")
-    p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma-separated")
-    return p.parse_args(argv)
+    return flags.export_parser().parse_args(argv)
 
 
 def check_out(out: str | Path, workdir: str | None) -> Path:
@@ -119,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted ({e}): nothing written", file=sys.stderr)
         return errors.exit_code(e)
-    print(f"wrote {args.out} ({len(blob) / 1e6:.2f} MB); load it with bregflax.inference.runtime")
+    platforms = [p for p in args.platforms.split(",") if p]
+    source = f"{args.workdir} ({args.checkpoint})" if args.workdir else f"model {args.model}"
+    print(summary.export_summary(args.out, len(blob), source, platforms))
     return 0
 
 

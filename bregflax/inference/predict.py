@@ -9,7 +9,7 @@ box, class probabilities, label, valence and arousal. An image with no face gets
 ``no_face`` row; an unreadable file gets an ``error`` row and a line in the closing
 summary, and the rest are still processed.
 
-This module is the command line and the rows' output (CSV or JSON lines, the closing
+This module is the command line and the rows' output (CSV, JSON or JSON Lines, the closing
 summary): the engine is :mod:`bregflax.inference.engine`, the model
 :class:`bregflax.inference.predictor.Predictor` (also importable from here, as before).
 """
@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import errors, inputs, safe_io
+from bregflax import errors, flags, hostile, safe_io
 from bregflax.data import media
 from bregflax.inference import engine as inference
 from bregflax.inference.annotate import Annotations
@@ -36,7 +36,17 @@ from bregflax.inference.boxes import read_boxes
 from bregflax.inference.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
 from bregflax.inference.predictor import Predictor
 
-__all__ = ["Predictor", "main", "parse_args"]
+__all__ = ["Predictor", "main", "parse_args"]  # noqa: F822 (Predictor: __getattr__)
+FORMATS = ("csv", "json", "jsonl")
+
+
+def __getattr__(name: str):
+    if name == "Predictor":  # jax: loaded with the model, not for --help
+        from bregflax.inference.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PROG = "bregflax predict"
 EPILOG = """\
@@ -47,7 +57,7 @@ files:
   folder is (a name taken gets .annotated or -2 added; the summary lists them). Rows are
   written as each file is done, so a crash loses at most the file being processed; a
   second predict on the same --out is refused while the first runs. Names that are not
-  UTF-8 are written with each such byte as \\xNN (bregflax.inputs.path_from_text reads
+  UTF-8 are written with each such byte as \\xNN (bregflax.hostile.path_from_text reads
   them back); values that are not finite are written as null (CSV: empty), the error
   column says which. Image files over --max-file-size are error rows, refused unread.
   Annotated copies keep each input's path under its folder; inputs OpenCV cannot write in
@@ -82,9 +92,8 @@ exit status:
   130 Ctrl-C, 143 SIGTERM: the rows of the files done are kept."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+class _Parser(flags.Parser):
+    pass
 
 
 def _checked(check, kind=float):
@@ -117,19 +126,36 @@ def _positive(x: float) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Facial expression (and valence/arousal) of every face in photos and videos.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=flags.RawFormatter,
+        allow_abbrev=True,
     )
     p.add_argument("paths", nargs="+", help="image files, folders (recursive) and videos")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="fer2013", help="shipped model name (default fer2013)")
     src.add_argument("--workdir", help="use a training run's checkpoint instead")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="with --workdir: prepared datasets, for a model whose class names come from its "
+        "data (default: the one the run recorded)",
+    )
     p.add_argument("--checkpoint", default="best", help="with --workdir: best | latest | STEP")
-    p.add_argument("--out", help="output file, .csv or .jsonl (default: CSV on stdout)")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix")
+    p.add_argument(
+        "--out",
+        help="output file: .csv (CSV), .json (one JSON document: a list of rows) or .jsonl "
+        "(JSON Lines, a row per line) (default: CSV on stdout)",
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, help="the output format (default: from --out's suffix)"
+    )
     p.add_argument(
         "--every",
         type=_checked(_at_least_1, int),
@@ -183,22 +209,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="average each face with its mirror image (default: as the model was validated)",
     )
-    p.add_argument("--batch-size", type=_checked(_at_least_1, int), default=64)
+    p.add_argument(
+        "--batch-size",
+        type=_checked(_at_least_1, int),
+        default=64,
+        help="faces classified together",
+    )
     p.add_argument(
         "--max-file-size",
         type=_checked(_positive),
-        default=inputs.MAX_IMAGE_BYTES / safe_io.MiB,
+        default=hostile.MAX_IMAGE_BYTES / safe_io.MiB,
         metavar="MB",
         help="an image file larger than this (MiB) is an error row, refused before it is "
-        f"read (default {inputs.MAX_IMAGE_BYTES // safe_io.MiB})",
+        f"read (default {hostile.MAX_IMAGE_BYTES // safe_io.MiB})",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is on stderr, and off by itself when the rows go to a "
+        "terminal's stdout)",
+    )
     p.add_argument(
         "--verbose",
         action="store_true",
         help="print the traceback of a usage error or a failed file",
     )
-    return p.parse_args(argv)
+    return p
 
 
 def check_out(out: str, inputs: list[media.Input], boxes: str | None) -> None:
@@ -245,7 +281,7 @@ def _setup(args: argparse.Namespace):
     if args.out:
         check_out(args.out, inputs, args.boxes)
     if args.boxes and Path(args.boxes).is_file():
-        inputs.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
+        hostile.check_size(args.boxes, int(args.max_file_size * safe_io.MiB), "--max-file-size")
     boxes = read_boxes(args.boxes) if args.boxes else None
     annotate = None
     if args.annotate:
@@ -253,7 +289,9 @@ def _setup(args: argparse.Namespace):
             raise ValueError(f"--annotate {args.annotate} is a file: it needs a folder")
         protect = [p for p in (args.out, args.boxes) if p]
         annotate = Annotations(args.annotate, protect=protect)
-    predictor = Predictor.load(args.workdir, args.checkpoint, args.model)
+    from bregflax.inference.predictor import Predictor
+
+    predictor = Predictor.load(args.workdir, args.checkpoint, args.model, args.data_dir)
     if args.flip is not None and args.flip != predictor.flip:
         predictor = dataclasses.replace(predictor, flip=args.flip)
     options = inference.Options(
@@ -328,7 +366,7 @@ class _Out:
 
 
 def args_text(path) -> str:
-    return inputs.text_path(path)
+    return hostile.text_path(path)
 
 
 def open_out(path: str) -> _Out:
@@ -353,19 +391,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"{PROG}: interrupted before any file was read", file=sys.stderr)
         return errors.exit_code(e)
-    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
+    fmt = args.format or format_of(args.out)
     tally = Tally(files=sum(not entry.skip for entry in inputs))
     try:
         columns = csv_columns(
             predictor.class_names, predictor.has_va, annotate=options.annotate is not None
         )
         writer = Writer(out, fmt, columns)
-        rows = inference.run(
-            predictor, args.paths, options, args.every, not args.no_progress, collected=inputs
-        )
+        progress = show_progress(args.no_progress, args.out, sys.stdout, sys.stderr)
+        rows = inference.run(predictor, args.paths, options, args.every, progress, collected=inputs)
         for row in rows:
             writer.write(row)
             tally.add(row)
+        writer.close()
     except KeyboardInterrupt as e:
         if args.out:
             out.close()
@@ -396,7 +434,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.close()
     tally.notes += _notes(options, args.paths)
     print(tally.summary(), file=sys.stderr)
+    print(closing(args.out, fmt, options.annotate, tally), file=sys.stderr)
     return 1 if tally.failed else 0
+
+
+def closing(out: str | None, fmt: str, annotate: Annotations | None, tally: Tally) -> str:
+    """The end of the summary: where the rows and annotated copies are, and what next."""
+    names = {"csv": "CSV", "json": "one JSON document", "jsonl": "JSON Lines"}
+    lines = []
+    if tally.labels:
+        ranked = sorted(tally.labels.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append("faces by label: " + ", ".join(f"{k} {n}" for k, n in ranked))
+    lines.append(f"rows: {out or 'stdout'} ({names[fmt]}, one row per face)")
+    if annotate is not None:
+        lines.append(f"annotated copies: {annotate.folder}/")
+        lines.append(f"next: look at {annotate.folder}/ to check the boxes and labels")
+    elif tally.ok:
+        lines.append("next: add --annotate DIR to draw each face's box and label on a copy")
+    return "\n".join(lines)
 
 
 def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
@@ -429,9 +484,30 @@ def _notes(options: inference.Options, paths: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- rows out
 
 
+def show_progress(no_progress: bool, out: str | None, stdout, stderr) -> bool:
+    """Whether to draw the bar (on stderr): not when asked not to, not when stderr is no
+    terminal, and not when the rows go to stdout on the same terminal (they would mix)."""
+    if no_progress or not _isatty(stderr):
+        return False
+    return out is not None or not _isatty(stdout)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_of(out: str | None) -> str:
+    """The format an ``--out`` file's suffix asks for: .json, .jsonl, else CSV."""
+    suffix = Path(out or "").suffix.lower()
+    return {".json": "json", ".jsonl": "jsonl"}.get(suffix, "csv")
+
+
 def csv_columns(class_names: Sequence[str], has_va: bool, annotate: bool = False) -> list[str]:
     cols = ["path", "frame", "time_s", "face", "x", "y", "width", "height", "source"]
-    cols += ["label", "name", *[f"p_{n}" for n in class_names]] if class_names else []
+    cols += ["label", "label_index", *[f"p_{n}" for n in class_names]] if class_names else []
     cols += ["valence", "arousal"] if has_va else []
     cols += ["annotation"] if annotate else []
     return [*cols, "status", "error"]
@@ -445,7 +521,7 @@ def csv_row(row: dict) -> dict:
         flat[f"p_{name}"] = p
     if flat.get("time_s") is not None and math.isfinite(flat["time_s"]):
         flat["time_s"] = round(flat["time_s"], 3)
-    flat, bad = inputs.finite({k: inputs._texts(v) for k, v in flat.items()})
+    flat, bad = hostile.finite({k: hostile._texts(v) for k, v in flat.items()})
     if bad:  # an empty cell (pandas: NaN), and the reason in the error column
         note = f"not finite, written as empty: {', '.join(bad)}"
         flat["error"] = f"{flat['error']}; {note}" if flat.get("error") else note
@@ -453,21 +529,49 @@ def csv_row(row: dict) -> dict:
 
 
 class Writer:
-    """Rows to a CSV or JSON-lines file (or stdout), each flushed as it is written."""
+    """Rows to a CSV, JSON or JSON-lines file (or stdout), each flushed as it is written.
+
+    ``json`` is one document, a list of rows: ``close`` ends it (until then the file holds
+    the rows so far, and ``[``).
+    """
 
     def __init__(self, out, fmt: str, columns: list[str]):
-        self.out, self.fmt = out, fmt
+        self.out, self.fmt, self._rows = out, fmt, 0
         if fmt == "csv":
             self._csv = csv.DictWriter(out, columns, extrasaction="ignore")
             self._csv.writeheader()
-            out.flush()
+        elif fmt == "json":
+            out.write("[")
+        out.flush()
 
     def write(self, row: dict) -> None:
         if self.fmt == "csv":
             self._csv.writerow(csv_row(row))
+        elif self.fmt == "json":
+            self.out.write(("," if self._rows else "") + "\n  " + hostile.strict_json(row, "error"))
         else:
-            self.out.write(inputs.strict_json(row, reason_key="error") + "\n")
+            self.out.write(hostile.strict_json(row, reason_key="error") + "\n")
+        self._rows += 1
         self.out.flush()
+
+    def close(self) -> None:
+        """Ends a JSON document (CSV and JSON lines need no end)."""
+        if self.fmt == "json":
+            self.out.write("\n]\n" if self._rows else "]\n")
+            self.out.flush()
+
+
+CROP_SIDE = 256  # a face crop is at most this many pixels on a side, and about square
+
+
+def looks_like_crop(path: str) -> bool:
+    """Whether the image at ``path`` looks like a face crop: about square (sides within
+    1.25x) and at most ``CROP_SIDE`` pixels on a side. False if it cannot be read."""
+    image = media.read_image(path)
+    if image is None:
+        return False
+    h, w = image.shape[:2]
+    return max(h, w) <= CROP_SIDE and max(h, w) <= 1.25 * min(h, w)
 
 
 class Tally:
@@ -477,6 +581,8 @@ class Tally:
         self.files, self.ok, self.no_face, self.unboxed = files, 0, 0, 0
         self.frames: set[tuple[str, int | None]] = set()
         self.paths: set[str] = set()  # files whose rows are written
+        self.no_face_photos: list[str] = []  # photos the detector found no face in
+        self.labels: dict[str, int] = {}  # faces per predicted class
         self.problems: list[dict] = []  # error, warning and skipped rows
         self.notes: list[str] = []  # more lines for the summary
 
@@ -489,11 +595,26 @@ class Tally:
         if row["status"] not in ("skipped", "warning"):
             self.frames.add((row["path"], row["frame"]))
         self.ok += row["status"] == "ok"
+        if row["status"] == "ok" and "label" in row:
+            self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
         if row["status"] == "no_face":
             self.no_face += 1
             self.unboxed += row.get("source") == "user"
+            if row.get("source") == "detector" and row["frame"] is None:
+                self.no_face_photos.append(row["path"])
         if row["status"] in ("error", "warning", "skipped"):
             self.problems.append(row)
+
+    def mostly_crops(self, sample: int = 100) -> bool:
+        """Whether most frames read were photos with no face found that look like face
+        crops (:func:`looks_like_crop`, judged on up to ``sample`` of them)."""
+        photos = self.no_face_photos
+        if not photos or 2 * len(photos) <= len(self.frames):
+            return False
+        step = max(len(photos) // sample, 1)
+        seen = photos[::step][:sample]
+        crops = sum(looks_like_crop(path) for path in seen) * len(photos) / len(seen)
+        return 2 * crops > len(self.frames)
 
     @property
     def failed(self) -> bool:
@@ -507,7 +628,7 @@ class Tally:
             f"classified, {self.no_face} frame(s) with no face, {len(self.problems)} problem(s)"
         ]
         lines += [
-            f"  {p['status']}: {args_text(p['path'])}: {inputs.text_path(p['error'])}"
+            f"  {p['status']}: {args_text(p['path'])}: {hostile.text_path(p['error'])}"
             for p in self.problems
         ]
         if self.unboxed:
@@ -515,8 +636,8 @@ class Tally:
                 f"  {self.unboxed} frame(s) had no --boxes row and count as no face; "
                 "--boxes-fallback runs the detector there (the whole image with --no-detect)"
             )
-        if self.no_face > self.unboxed:
-            lines.append("  (images that are already face crops: pass --no-detect)")
+        if self.mostly_crops():
+            lines.append("  (most images look like face crops already: pass --no-detect)")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 

@@ -4,7 +4,7 @@
 
     predictor = Predictor.from_pretrained("fer2013")  # or Predictor.from_workdir("runs/x")
     out = predictor.predict(images)  # uint8 arrays of any size, gray or RGB
-    out["probs"], out["label"], out["name"]  # (+ out["valence"], out["arousal"])
+    out["probs"], out["label"], out["label_index"]  # (+ out["valence"], out["arousal"])
 
 The forward pass is jit-compiled for the batch sizes in ``BUCKETS`` only: a batch is padded
 to the next one and larger batches run in chunks of the largest, so no new batch size
@@ -155,23 +155,32 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_workdir(cls, workdir: str | Path, checkpoint: str = "best") -> Predictor:
-        """Checkpoint ``checkpoint`` (best | latest | STEP) of a training run."""
-        from bregflax import echoes
+    def from_workdir(
+        cls, workdir: str | Path, checkpoint: str = "best", data_dir: str | None = None
+    ) -> Predictor:
+        """Checkpoint ``checkpoint`` (best | latest | STEP) of a training run; its data
+        (for class names an ``arrays`` dataset gives) where the run recorded them, or in
+        ``data_dir``."""
+        from bregflax import echoes, run_data
         from bregflax.training import checkpoints  # orbax: imported only when a run is loaded
 
         with echoes.suppressed():  # removes its hooks on return: the caller inherits none
             config, variables, step = checkpoints.load_variables(workdir, checkpoint)
+        run_data.apply(config, workdir, data_dir)
         info = {"workdir": str(workdir), "checkpoint": checkpoint, "step": int(step)}
         return cls.from_config(config, variables, info)
 
     @classmethod
     def load(
-        cls, workdir: str | None, checkpoint: str = "best", model: str = "fer2013"
+        cls,
+        workdir: str | None,
+        checkpoint: str = "best",
+        model: str = "fer2013",
+        data_dir: str | None = None,
     ) -> Predictor:
         """A training run's checkpoint when ``workdir`` is given, else the shipped ``model``."""
         if workdir:
-            return cls.from_workdir(workdir, checkpoint)
+            return cls.from_workdir(workdir, checkpoint, data_dir)
         return cls.from_pretrained(model)
 
     @property
@@ -216,13 +225,15 @@ class Predictor:
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> dict[str, Any]:
-        """Class probabilities, top label and name, and valence/arousal where the model has them."""
+        """Class probabilities, the likeliest class's name (``label``) and index
+        (``label_index``), and valence/arousal where the model has them: the keys of
+        ``bregflax predict``'s rows, one entry per image."""
         out = self.predict_faces(self.preprocess(images))
         result: dict[str, Any] = {}
         if "probs" in out:
             result["probs"] = out["probs"]
-            result["label"] = out["probs"].argmax(-1).astype(np.int32)
-            result["name"] = [self.class_names[i] for i in result["label"]]
+            result["label_index"] = out["probs"].argmax(-1).astype(np.int32)
+            result["label"] = [self.class_names[i] for i in result["label_index"]]
         if "va" in out:
             result["valence"], result["arousal"] = out["va"][:, 0], out["va"][:, 1]
         return result

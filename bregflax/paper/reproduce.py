@@ -16,7 +16,6 @@ how to prepare it; nothing falls back to other data.
 
 from __future__ import annotations
 
-from bregflax import inputs
 from bregflax.training import xla_cpu
 
 if __name__ == "__main__":  # before the heavy imports: a restart then costs only Python's start
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, echoes, errors, safe_io
+from bregflax import configs, echoes, errors, flags, hostile, safe_io, summary
 from bregflax import data as data_lib
 from bregflax.configs import experiment
 from bregflax.evaluation import evaluate, plots
@@ -110,7 +109,7 @@ def run_experiment(
     workdir = Path(workdir)
     done = workdir / "result.json"
     if done.exists():
-        result = inputs.read_json(done, ADVICE)
+        result = hostile.read_json(done, ADVICE)
         changed = differences(result["config"], _comparable(config.to_dict()))
         if changed:
             raise RunConflictError(
@@ -121,7 +120,7 @@ def run_experiment(
         return {**result, "workdir": str(workdir)}
     saved = workdir / "config.json"
     if saved.exists() and differences(
-        _comparable(inputs.read_json(saved, ADVICE)), _comparable(config.to_dict())
+        _comparable(hostile.read_json(saved, ADVICE)), _comparable(config.to_dict())
     ):
         raise RunConflictError(f"{workdir} holds a run of a different config; move it away")
     log(f"  train: {workdir.name}")
@@ -155,7 +154,7 @@ def run_experiment(
 
 
 def _save_result(workdir: Path, result: dict) -> dict:
-    text = inputs.strict_json(result, reason_key="nonfinite", indent=2)
+    text = hostile.strict_json(result, reason_key="nonfinite", indent=2)
     safe_io.write_atomic(workdir / "result.json", text + "\n")
     return {**result, "workdir": str(workdir)}
 
@@ -260,53 +259,7 @@ def run_names_of(table: str, scale: str, seeds=None, claims=()) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bregflax reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--table", required=True, choices=list(experiment.TABLES))
-    parser.add_argument("--scale", default="cpu", choices=experiment.FIELDS["scale"])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument(
-        "--seeds", default="", help="comma-separated, e.g. 0,1,2 (default 0; claims: their own)"
-    )
-    parser.add_argument(
-        "--only", default="", help="run only experiments with all these tokens, e.g. fer2013,h3"
-    )
-    parser.add_argument(
-        "--claims",
-        default="",
-        help="comma-separated claims of --table=claims: "
-        + ", ".join(c.name for c in experiment.CLAIMS),
-    )
-    parser.add_argument(
-        "--report_only",
-        action="store_true",
-        help="train nothing: write the table from the finished runs and name the others",
-    )
-    parser.add_argument(
-        "--run",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="train only the run of this directory name (repeatable; see --list_runs)",
-    )
-    parser.add_argument(
-        "--list_runs", action="store_true", help="print the table's run names in order and exit"
-    )
-    parser.add_argument("--repeats", type=int, default=None, help="skew-normalization repeats")
-    parser.add_argument("--data_dir", default="", help="prepared datasets ($BREGFLAX_DATA_DIR)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set num_epochs=10",
-    )
-    parser.add_argument(
-        "--compile_cache",
-        default=None,
-        help="persistent XLA compilation cache, shared by runs of one network "
-        "(default WORKDIR/jax_cache; '' turns it off)",
-    )
-    return parser.parse_args(argv)
+    return flags.reproduce_parser().parse_args(argv)
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
@@ -351,7 +304,7 @@ def main(argv=None) -> None:
         if unknown:
             raise configs.ConfigError(f"--run: no run named {', '.join(unknown)} in this table")
         with echoes.suppressed():  # orbax's echoes of a damaged checkpoint, for the command
-            reproduce(
+            out = reproduce(
                 args.table,
                 args.scale,
                 args.workdir,
@@ -363,7 +316,8 @@ def main(argv=None) -> None:
                 train_missing=not args.report_only,
                 run_names=args.run,
             )
-    except (configs.ConfigError, RunConflictError, inputs.DamagedFileError) as e:
+        print(summary.reproduce_summary(out, args.table, args.scale, args.workdir, names))
+    except (configs.ConfigError, RunConflictError, hostile.DamagedFileError) as e:
         errors.fail(str(e))
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: finished runs and checkpoints stay
         print(f"interrupted ({e}); run the same command again to resume", file=sys.stderr)

@@ -89,6 +89,20 @@ class MetricLogger:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self._bar.write(f"epoch {epoch:.2f} (step {step}): {shown}")
 
+    def write(self, text: str) -> None:
+        """A line above the bar (process 0 only)."""
+        if self.active:
+            self._bar.write(text)
+
+    def compiled(self, step: int) -> None:
+        """Restarts the bar's clock at ``step``, the first (compiled) step done: its rate and
+        ETA count only the steps after it, not the compilation."""
+        if not self.active or self._bar.disable:
+            return
+        self._bar.reset(total=self._bar.total)
+        self._bar.initial = self._bar.n = self._bar.last_print_n = step
+        self._bar.refresh()
+
     def advance(self, step: int) -> None:
         if self.active:
             self._bar.update(step - self._bar.n)

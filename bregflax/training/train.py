@@ -22,14 +22,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from bregflax import configs, rundir
+from bregflax import configs, run_data, rundir
 from bregflax import data as data_lib
+from bregflax import summary as summaries
 from bregflax.data import pipeline
 from bregflax.nn import losses
 from bregflax.training import checkpoints, optim, steps
 from bregflax.training.logger import MetricLogger, drop_rows_after
 from bregflax.training.parallel import Parallel
 from bregflax.training.state import TrainState, build_model, create_train_state
+
+ESTIMATE_AFTER = 5  # steps after the compiled first one that time the estimate
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -97,6 +100,19 @@ def _check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
         )
 
 
+def _print_estimate(logger, config, metrics, timed_from, step, total_steps) -> None:
+    """Prints the expected training time from the steps since the compiled first one (and
+    the accelerator note where the estimate calls for it)."""
+    jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - timed_from[1]) / (step - timed_from[0])
+    left = total_steps - step
+    logger.write(summaries.estimate(per_step, left, step - timed_from[0]))
+    if config.model.name not in summaries.ACCELERATOR_MODELS:  # else said at the start
+        note = summaries.sizing_note(config, jax.default_backend(), per_step * left)
+        if note:
+            logger.write(note)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config`` in ``workdir``, resuming from its newest checkpoint that restores.
 
@@ -146,11 +162,17 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
     if jax.process_index() == 0:
         drop_rows_after(workdir, start)
         rundir.write_config(workdir, config)
+        run_data.record(workdir, config.data)
     logger = MetricLogger(workdir, config, total_steps=total_steps, initial_step=start)
+    note = summaries.sizing_note(config, jax.default_backend())
+    if note:
+        logger.write(note)
 
     step = start
+    timed_from = None  # (step, time) once the first, compiled step has run
     history: list[dict[str, jax.Array]] = []
     window_start, window_time = step, time.perf_counter()
+    rate_start, rate_time = step, window_time  # after the compiled first step, once run
     batches = pipeline.train_batches(
         train_split.source,
         config.data,
@@ -162,6 +184,13 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
         for step in range(start + 1, total_steps + 1):
             state, metrics = train_fn(state, parallel.shard_batch(next(batches)), weights)
             history.append(metrics)
+            if step == start + 1:  # compiled: rates and the estimate start after it
+                jax.block_until_ready(metrics)
+                timed_from = (step, time.perf_counter())
+                rate_start, rate_time = timed_from
+                logger.compiled(step)
+            elif timed_from and step == timed_from[0] + ESTIMATE_AFTER:
+                _print_estimate(logger, config, metrics, timed_from, step, total_steps)
             epoch_end = step % steps_per_epoch == 0 or step == total_steps
             save_now = epoch_end or (
                 config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
@@ -169,11 +198,11 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, parallel: Parallel)
             if step % config.log_every_steps == 0 or save_now:
                 fetched = _fetch(history)
                 _check_finite(fetched, window_start + 1)
-                elapsed = time.perf_counter() - window_time
+                timed, elapsed = step - window_start, time.perf_counter() - window_time
+                if window_start < rate_start < step:  # leave the compiled first step out
+                    timed, elapsed = step - rate_start, time.perf_counter() - rate_time
                 summary = summarize_train(fetched)
-                summary["train/images_per_sec"] = (
-                    (step - window_start) * config.batch_size / max(elapsed, 1e-9)
-                )
+                summary["train/images_per_sec"] = timed * config.batch_size / max(elapsed, 1e-9)
                 summary["train/learning_rate"] = float(schedule(step - 1))
                 logger.log(step, step / steps_per_epoch, summary)
                 history, window_start, window_time = [], step, time.perf_counter()
