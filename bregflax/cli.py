@@ -7,6 +7,7 @@ is ``python -m bregflax.main --config=...`` and so on; ``bregflax SUB --help`` l
 
 from __future__ import annotations
 
+import argparse
 import runpy
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,21 @@ COMMANDS = {
     "predict": ("bregflax.inference.predict", "expressions of the faces in photos and videos"),
     "reproduce": ("bregflax.paper.reproduce", "a table or figure of the paper: --table=N"),
     "export": ("bregflax.inference.export", "serialize a model with jax.export for jax alone"),
+}
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    from bregflax.inference import predict  # light: jax comes with the model, after parsing
+
+    return predict.parser()
+
+
+PARSERS = {  # every command's flags, parsed here so that --help needs no jax
+    "train": flags.train_parser,
+    "evaluate": flags.evaluate_parser,
+    "predict": predict_parser,
+    "reproduce": flags.reproduce_parser,
+    "export": flags.export_parser,
 }
 
 
@@ -43,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"bregflax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     if flags.wants_help(rest):  # answered here, before the command's module imports jax
-        flags.PARSERS[command]().parse_args(rest)
+        PARSERS[command]().parse_args(rest)
     module = COMMANDS[command][0]
     sys.argv = [f"bregflax {command}", *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -248,18 +248,3 @@ def export_parser() -> Parser:
         help=f"comma-separated platforms to lower for, of {', '.join(PLATFORMS)}",
     )
     return p
-
-
-def predict_parser() -> argparse.ArgumentParser:
-    from bregflax.inference import predict  # light: jax comes with the model, after parsing
-
-    return predict.parser()
-
-
-PARSERS = {
-    "train": train_parser,
-    "evaluate": evaluate_parser,
-    "predict": predict_parser,
-    "reproduce": reproduce_parser,
-    "export": export_parser,
-}

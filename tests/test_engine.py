@@ -16,6 +16,7 @@ from bregflax import configs
 from bregflax.data import faces, media
 from bregflax.inference import detect, predict
 from bregflax.inference import engine as inference
+from bregflax.inference import frames as frames_lib
 from bregflax.inference.boxes import Boxes
 from bregflax.inference.predictor import Predictor
 from bregflax.nn import models
@@ -36,7 +37,7 @@ def test_frames_of_photos_videos_and_bad_files(tmp_path):
     write_video(tmp_path / "clip.avi", 10)
 
     def frames(name, every=1):
-        return list(inference.frames(tmp_path / name, f"sub/{name}", every))
+        return list(frames_lib.frames(tmp_path / name, f"sub/{name}", every))
 
     (photo,) = frames("a.png")
     assert photo.image.shape == (10, 20, 3) and photo.frame is None and photo.rel == "sub/a.png"
@@ -70,7 +71,7 @@ def test_frames_a_video_lacks_are_named(tmp_path, monkeypatch):
 
     monkeypatch.setattr(inference.media, "Video", Video)
     write_video(tmp_path / "v.avi", 1)
-    got = list(inference.frames(tmp_path / "v.avi", "v.avi", 2))
+    got = list(frames_lib.frames(tmp_path / "v.avi", "v.avi", 2))
     assert [f.frame for f in got[:-1]] == [0, 6]
     assert got[-1].image is None and got[-1].warning == (
         "frames 7-9 missing: only 7 of the 10 frames its header gives could be read "
@@ -122,9 +123,9 @@ def test_options_are_checked(margin, min_face, batch_size, message):
 
 
 def test_ranges():
-    assert inference.ranges([]) == ""
-    assert inference.ranges([9, 0, 4, 5, 6, 7]) == "0, 4-7, 9"
-    assert inference.ranges(range(0, 20, 2), most=3) == "0, 2, 4 and 7 more"
+    assert frames_lib.ranges([]) == ""
+    assert frames_lib.ranges([9, 0, 4, 5, 6, 7]) == "0, 4-7, 9"
+    assert frames_lib.ranges(range(0, 20, 2), most=3) == "0, 2, 4 and 7 more"
 
 
 class BrightnessModel:
@@ -169,13 +170,13 @@ def test_crops_are_batched_within_a_file_and_rows_keep_their_face(
         detect=False, boxes=boxes, boxes_fallback=True, margin=0.0, batch_size=batch_size
     )
     read = []  # the file each row arrived after: rows of a file come before the next read
-    original = inference.frames
+    original = frames_lib.frames
 
     def frames(path, rel, every):
         read.append(path.name)
         yield from original(path, rel, every)
 
-    monkeypatch.setattr(inference, "frames", frames)
+    monkeypatch.setattr(frames_lib, "frames", frames)
     rows = [(read[-1], r) for r in inference.run(model, [tmp_path], options, progress=False)]
     assert model.batches == batches
     assert all(Path(r["path"]).name == last for last, r in rows)

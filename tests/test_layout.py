@@ -18,10 +18,9 @@ CORE = {
     "echoes",
     "errors",
     "safe_io",
-    "inputs",
+    "hostile",
     "flags",
     "summary",
-    "run_data",
 }
 # Commands and the public API may import every stage.
 ENTRY = {"__init__", "main", "cli", "evaluate", "reproduce", "predictor"}

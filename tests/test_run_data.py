@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from bregflax import configs, run_data
+from bregflax import configs
 from bregflax import data as data_lib
+from bregflax.data import run_data
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from bregflax import data as data_lib
-from bregflax import echoes, errors, flags, hostile, run_data, rundir, safe_io, summary
-from bregflax.data import pipeline
+from bregflax import echoes, errors, flags, hostile, rundir, safe_io, summary
+from bregflax.data import pipeline, run_data
 from bregflax.evaluation import metrics, plots, report
 from bregflax.nn import models
 from bregflax.training import checkpoints, steps, xla_cpu
@@ -216,7 +216,7 @@ def evaluate_workdir(
     """Evaluates checkpoint ``checkpoint`` of the run in ``workdir`` on ``split``; writes the
     reports to ``out`` (default ``workdir/eval``).
 
-    The data are where the run recorded them (``data.json``, :mod:`bregflax.run_data`), or
+    The data are where the run recorded them (``data.json``, :mod:`bregflax.data.run_data`), or
     in ``data_dir``.
 
     A folder that cannot be written fails first (``rundir.WorkdirError``), before

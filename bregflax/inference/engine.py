@@ -31,7 +31,7 @@ import queue
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ from bregflax.data import faces, media
 from bregflax.data.media import Frame
 from bregflax.errors import one_line
 from bregflax.inference import detect, yunet
+from bregflax.inference import frames as frames_lib
 from bregflax.inference.annotate import Annotations
 from bregflax.inference.boxes import Boxes
 from bregflax.inference.detect import (  # noqa: F401 - FaceDetector: engine.FaceDetector, as ever
@@ -57,57 +58,6 @@ if TYPE_CHECKING:  # jax comes with the model, so that `bregflax predict --help`
 
 MAX_MARGIN = 1.0  # margins run from 0 (the box itself) to 1 (a box 3x as wide)
 QUEUE_FRAMES = 128  # video frames prepared ahead of the model (8 when annotating: whole images)
-
-
-def frames(path: Path, rel: str, every: int) -> Iterator[Frame]:
-    """The frames of one input: one for a photo, every ``every``-th for a video.
-
-    A video whose frames stop before the count its header gives, or some of whose frames
-    fail to decode, ends with a frame that has no image and a ``warning`` naming them.
-    """
-    if not path.is_file():
-        yield Frame(str(path), None, error="no such file")
-        return
-    if not media.is_video(path):
-        image = media.read_image(path)
-        error = "" if image is not None else "cannot decode image"
-        yield Frame(str(path), image, error=error, rel=rel)
-        return
-    video, undecoded, decoded = media.Video(path, every), [], 0
-    for index, rgb in video:
-        if rgb is None:
-            undecoded.append(index)
-        else:
-            decoded += 1
-            yield Frame(str(path), rgb, index, video.time_s(index), rel=rel, fps=video.fps / every)
-    count, read = video.frame_count, video.frames_read
-    header = f" (its header gives {count} frames)" if count else ""
-    if not decoded:
-        yield Frame(str(path), None, error=f"cannot decode video (no frames read){header}")
-        return
-    missing = []
-    if video.ends_early():
-        missing.append(
-            f"frames {ranges(range(read, count))} missing: only {read} of the {count} frames "
-            f"its header gives could be read{video.time_note()} (truncated or damaged file?)"
-        )
-    if undecoded:
-        missing.append(f"frame(s) {ranges(undecoded)} could not be decoded")
-    if missing:
-        yield Frame(str(path), None, rel=rel, warning="; ".join(missing))
-
-
-def ranges(numbers: Iterable[int], most: int = 8) -> str:
-    """``0, 4-7, 9``: sorted integers as runs, the first ``most`` runs and a count of the rest."""
-    runs: list[list[int]] = []
-    for n in sorted(numbers):
-        if runs and n == runs[-1][1] + 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
-    more = f" and {len(runs) - most} more" if len(runs) > most else ""
-    return ", ".join(text) + more
 
 
 def check_margin(margin: float) -> float:
@@ -281,7 +231,7 @@ def run(
         annotations = Annotations(annotations)
     if annotations is not None:
         annotations.protect(entry.path for entry in inputs)
-    planned = [expected_frames(e, every) if progress else 1 for e in inputs]
+    planned = [frames_lib.expected_frames(e, every) if progress else 1 for e in inputs]
     bar = tqdm(
         total=sum(planned),
         desc="predict",
@@ -309,23 +259,6 @@ def run(
                 annotations.finish(entry.path)  # a video's annotated copy, complete
         bar.update(max(start + plan - bar.n, 0))  # a file that ended early or failed
     bar.close()
-
-
-def expected_frames(entry: media.Input, every: int) -> int:
-    """The frames :func:`run` will read from ``entry``: 1 for a photo, a video's sampled
-    frames as its header gives them (1 if it gives none), 0 for a skipped entry."""
-    if entry.skip:
-        return 0
-    if not media.is_video(entry.path):
-        return 1
-    import cv2
-
-    capture = cv2.VideoCapture(str(entry.path))
-    try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        capture.release()
-    return max(math.ceil(count / every), 1)
 
 
 def _file_rows(
@@ -376,8 +309,8 @@ def _prepared(
     are followed from frame to frame by a tracker of its own."""
     if detector is not None and media.is_video(entry.path):
         detector = detect.FaceTracker(detector, options.redetect_every)
-    too_large = _too_large(entry.path, options.max_file_bytes)
-    for frame in [too_large] if too_large else frames(entry.path, entry.rel, every):
+    too_large = frames_lib.too_large(entry.path, options.max_file_bytes)
+    for frame in [too_large] if too_large else frames_lib.frames(entry.path, entry.rel, every):
         boxes, source, cs, errors = [], "", [], []
         if frame.image is not None:
             boxes, source = face_boxes(frame, options, detector)
@@ -385,17 +318,6 @@ def _prepared(
         if not keep_images:
             frame.image = None  # keep only the crops until the batch runs
         yield frame, boxes, source, cs, errors
-
-
-def _too_large(path: Path, limit: int) -> Frame | None:
-    """The error frame of an image file over ``limit`` bytes, found before it is read."""
-    if media.is_video(path) or not path.is_file():
-        return None
-    try:
-        hostile.check_size(path, limit, "--max-file-size")
-    except hostile.FileTooLargeError as e:
-        return Frame(str(path), None, error=f"not read: {e}")
-    return None
 
 
 def _ahead(items: Iterator, most: int) -> Iterator:

@@ -161,7 +161,8 @@ class Predictor:
         """Checkpoint ``checkpoint`` (best | latest | STEP) of a training run; its data
         (for class names an ``arrays`` dataset gives) where the run recorded them, or in
         ``data_dir``."""
-        from bregflax import echoes, run_data
+        from bregflax import echoes
+        from bregflax.data import run_data
         from bregflax.training import checkpoints  # orbax: imported only when a run is loaded
 
         with echoes.suppressed():  # removes its hooks on return: the caller inherits none

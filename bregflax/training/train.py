@@ -22,10 +22,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from bregflax import configs, run_data, rundir
+from bregflax import configs, rundir
 from bregflax import data as data_lib
 from bregflax import summary as summaries
-from bregflax.data import pipeline
+from bregflax.data import pipeline, run_data
 from bregflax.nn import losses
 from bregflax.training import checkpoints, optim, steps
 from bregflax.training.logger import MetricLogger, drop_rows_after
