@@ -111,7 +111,8 @@ def train_parser() -> Parser:
         required=True,
         metavar="NAME|FILE[:ARG]",
         help="a config by name (demo, fer2013_small, ...) or a file (configs/demo.py); ARG "
-        "is a table config's parameter string",
+        "is a table config's parameter string. A config file is Python and is run as it is "
+        "loaded, with your permissions: use only config files you trust",
     )
     p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
     p.add_argument(

@@ -141,7 +141,7 @@ def test_progress_never_mixes_with_rows_on_stdout(no_progress, out, stdout_tty, 
 
 def test_progress_counts_video_frames(inputs):
     from bregflax.data import media
-    from bregflax.inference.engine import expected_frames
+    from bregflax.inference.frames import expected_frames
 
     entries = {e.path.name: e for e in media.collect([inputs])}
     assert expected_frames(entries["clip.avi"], 1) == 12

@@ -150,7 +150,7 @@ def test_annotations_show_the_landmarks(tmp_path):
     from bregflax.inference.annotate import draw
 
     frame = inference.Frame("a.png", np.zeros((100, 100, 3), np.uint8))
-    row = {"status": "ok", "box": [20, 20, 60, 60], "name": "Happy", "probs": {"Happy": 1.0}}
+    row = {"status": "ok", "box": [20, 20, 60, 60], "label": "Happy", "probs": {"Happy": 1.0}}
     plain = draw(frame, [row])
     marked = draw(frame, [{**row, "landmarks": [[40, 45], [60, 45], [50, 55], [42, 65], [58, 65]]}])
     assert not plain[45, 40].any() and marked[45, 40].any() and marked[65, 58].any()

@@ -127,9 +127,9 @@ class Annotations:
     def _write_video_frame(self, frame: Frame, rows: list[dict]) -> Path:
         if frame.path not in self._videos:
             self._videos[frame.path] = self._open_video(frame)
-        writer, temp, _ = self._videos[frame.path]
+        writer, _, want = self._videos[frame.path]
         writer.write(draw(frame, rows))
-        return temp
+        return want  # its name at finish(), unless a file takes it meanwhile
 
     def _open_video(self, frame: Frame) -> tuple[cv2.VideoWriter, Path, Path]:
         """A writer on a temporary file beside where the video goes (named at

@@ -32,7 +32,6 @@ from bregflax.inference import engine as inference
 from bregflax.inference.annotate import Annotations
 from bregflax.inference.boxes import read_boxes
 from bregflax.inference.detect import FER2013_MARGIN, MIN_FACE, REDETECT_EVERY
-from bregflax.inference.predictor import Predictor
 from bregflax.inference.rows import (  # noqa: F401 - predict.Writer etc., as before
     Tally,
     Writer,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
-from flax import serialization
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 PARAMS_FILE, CONFIG_FILE, META_FILE = "params.msgpack", "config.json", "meta.json"
@@ -27,6 +26,8 @@ def shipped(root: str | Path = WEIGHTS_DIR) -> list[str]:
 
 def read(folder: str | Path) -> tuple[ml_collections.ConfigDict, Any, dict]:
     """(config, variables, meta) of the shipped model in ``folder``."""
+    from flax import serialization  # jax: only when a model is loaded
+
     folder = Path(folder)
     config = ml_collections.ConfigDict(json.loads((folder / CONFIG_FILE).read_text()))
     variables = serialization.msgpack_restore((folder / PARAMS_FILE).read_bytes())
@@ -49,6 +50,8 @@ def write(
 ) -> int:
     """Writes a shipped model into ``folder`` (created); ``tables`` maps extra file names
     (e.g. ``val_table.md``) to their text. Returns the size of ``params.msgpack`` in bytes."""
+    from flax import serialization  # jax: only when a model is written
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     blob = serialization.msgpack_serialize(variables)
