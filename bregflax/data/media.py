@@ -172,10 +172,11 @@ class Video:
 
     def time_s(self, index: int) -> float | None:
         """Seconds from the start to frame ``index``: its container timestamp where every
-        frame so far had one, else ``index / fps``; None where the file gives neither."""
+        frame so far had one, else ``index / fps``; None where the file gives neither. To the
+        microsecond (the float of milliseconds / 1000 is not exact)."""
         if self._stamped and index in self.times:
-            return self.times[index]
-        return index / self.fps if self.fps > 0 else None
+            return round(self.times[index], 6)
+        return round(index / self.fps, 6) if self.fps > 0 else None
 
     def _stamp(self, capture, index: int) -> None:
         msec = capture.get(cv2.CAP_PROP_POS_MSEC)

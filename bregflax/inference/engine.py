@@ -42,7 +42,7 @@ from bregflax import hostile
 from bregflax.data import faces, media
 from bregflax.data.media import Frame
 from bregflax.errors import one_line
-from bregflax.inference import detect, yunet
+from bregflax.inference import DECIMALS, detect, yunet
 from bregflax.inference import frames as frames_lib
 from bregflax.inference.annotate import Annotations
 from bregflax.inference.boxes import Boxes
@@ -161,9 +161,6 @@ def crops(
             out.append(None)
             errors.append(str(e))
     return out, errors
-
-
-DECIMALS = 6  # probabilities, valence and arousal in every output
 
 
 def face_fields(box, names: Sequence[str], probs=None, va=None) -> dict:

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from bregflax.data import FER2013_CLASSES, pipeline
-from bregflax.inference import weights
+from bregflax.inference import DECIMALS, weights
 from bregflax.nn import fold as folding
 from bregflax.nn import models
 
@@ -228,13 +228,14 @@ class Predictor:
     def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> dict[str, Any]:
         """Class probabilities, the likeliest class's name (``label``) and index
         (``label_index``), and valence/arousal where the model has them: the keys of
-        ``bregflax predict``'s rows, one entry per image."""
+        ``bregflax predict``'s rows, one entry per image, rounded as they are (``DECIMALS``)."""
         out = self.predict_faces(self.preprocess(images))
         result: dict[str, Any] = {}
         if "probs" in out:
-            result["probs"] = out["probs"]
+            result["probs"] = np.round(out["probs"], DECIMALS)
             result["label_index"] = out["probs"].argmax(-1).astype(np.int32)
             result["label"] = [self.class_names[i] for i in result["label_index"]]
         if "va" in out:
-            result["valence"], result["arousal"] = out["va"][:, 0], out["va"][:, 1]
+            va = np.round(out["va"], DECIMALS)
+            result["valence"], result["arousal"] = va[:, 0], va[:, 1]
         return result
