@@ -21,7 +21,7 @@ import numpy as np
 
 from bregflax.configs import experiment
 from bregflax.evaluation import diagnostics, plots, report
-from bregflax.paper import stats
+from bregflax.paper import cells, stats
 
 DASH = "–"
 FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final
@@ -42,21 +42,10 @@ def runs_of(results: Sequence[dict], shortcut: str, depth: int, loss: str = "reg
 
 
 def metric(result: dict, key: str) -> float | None:
-    """``accuracy`` (%), ``norm/f1``, ``recall/<class>``, ``seconds_per_epoch`` of a run;
-    None for a run that diverged or lacks it."""
-    if result.get("diverged"):
-        return None
-    s = result["scores"]
-    if key == "accuracy":
-        v = s.get("categorical", {}).get("accuracy")
-        return None if v is None else 100.0 * v
-    if key.startswith("norm/"):
-        v = s.get("skew_normalized", {}).get(key[5:])
-        return v[0] if isinstance(v, list | tuple) else v
-    if key.startswith("recall/"):
-        rows = {r["class"]: r for r in result.get("per_class") or []}
-        return rows.get(key[7:], {}).get("recall")
-    return result.get(key)
+    """``accuracy`` (in %), ``norm/f1``, ``recall/<class>``, ``seconds_per_epoch`` of a run
+    (``cells.value``); None for a run that diverged or lacks it."""
+    v = None if result.get("diverged") else cells.value(result, key)
+    return None if v is None else 100.0 * v if key == "accuracy" else v
 
 
 def per_seed(arm: dict, key: str) -> dict[int, float]:
