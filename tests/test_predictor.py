@@ -141,11 +141,15 @@ def test_from_workdir_matches_the_checkpoint(trained_run):
 
 def test_inference_never_imports_the_trainer(repo_root):
     """Nor changes XLA's flags: only the trainer's entry points do."""
-    modules = "predict predictor inference export runtime checkpoints".split()
+    modules = [
+        "inference.predict", "inference.predictor", "inference.engine", "inference.export",
+        "inference.runtime", "training.checkpoints",
+    ]  # fmt: skip
     code = (
         "import os, sys\n"
         f"import {', '.join('bregflax.' + m for m in modules)}\n"
-        "assert 'bregflax.training.train' not in sys.modules, 'imported bregflax.training.train'\n"
+        "assert 'bregflax.training.train' not in sys.modules, 'imported the trainer'\n"
+        "assert 'optax' not in sys.modules, 'imported the optimizer'\n"
         "assert 'XLA_FLAGS' not in os.environ, os.environ['XLA_FLAGS']\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -158,7 +158,7 @@ def _system_takes_the_tunable() -> bool:
 
 def test_reexec_restarts_once_with_the_tunable():
     code = (
-        "import os; from bregflax import xla_cpu; print('start', flush=True); "
+        "import os; from bregflax.training import xla_cpu; print('start', flush=True); "
         "xla_cpu.reexec_with_hugepages(); print(os.environ.get('GLIBC_TUNABLES'))"
     )
     lines = _run(code, {}).split()
