@@ -114,12 +114,15 @@ def _one_line(err: str) -> str:
 # --------------------------------------------------------------------------- case 6
 
 
-def _damage_arrays(workdir: Path, step: int) -> None:
-    """Every array file of checkpoint ``step`` cut in half: the model's variables too
-    (evaluation restores only those, so damage to the optimizer's alone would not show)."""
-    for path in (workdir / "checkpoints" / str(step) / "default").rglob("*"):
-        if path.is_file() and path.stat().st_size > 1024:
-            os.truncate(path, path.stat().st_size // 2)
+def _damage_arrays(workdir: Path, step: int, how: str = "truncate") -> None:
+    """Every array file of checkpoint ``step`` cut in half (or deleted): the model's variables
+    too (evaluation restores only those, so damage to the optimizer's alone would not show)."""
+    for path in (workdir / "checkpoints" / str(step) / "default").glob("ocdbt.process_*/d/*"):
+        if path.is_file():
+            if how == "truncate":
+                os.truncate(path, path.stat().st_size // 2)
+            else:
+                path.unlink()
 
 
 def test_evaluate_skips_a_damaged_checkpoint_and_leaves_it(trained_run, tmp_path, capsys, caplog):
@@ -144,7 +147,7 @@ def test_the_command_line_says_it_in_one_line(trained_run, tmp_path):
     """A fresh process: what a user sees, without pytest's capture of the echoes of the
     failed reads (hundreds of lines of asyncio and tensorstore errors before)."""
     run = _copy(trained_run, tmp_path / "run")
-    _damage(run, 12, "delete")
+    _damage_arrays(run, 12, "delete")
     cmd = [sys.executable, "-m", "bregflax.evaluation.evaluate", f"--workdir={run}", "--repeats=5"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
