@@ -49,11 +49,11 @@ import numpy as np  # noqa: E402
 from predict_pipeline import background, paste  # noqa: E402  (this folder)
 from tqdm.auto import tqdm  # noqa: E402
 
-from bregflax.inference import engine as inference  # noqa: E402
-from bregflax.inference.engine import (  # noqa: E402
+from bregflax.inference import (  # noqa: E402
     detect,
     yunet,
 )
+from bregflax.inference import engine as inference  # noqa: E402
 from bregflax.inference.predictor import Predictor  # noqa: E402
 
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"

@@ -66,12 +66,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bregflax.data import media  # noqa: E402
-from bregflax.inference import engine as inference  # noqa: E402
-from bregflax.inference.engine import (  # noqa: E402
+from bregflax.inference import (  # noqa: E402
     detect,
     predict,
     yunet,
 )
+from bregflax.inference import engine as inference  # noqa: E402
 from bregflax.inference.predictor import Predictor  # noqa: E402
 
 FER2013_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "val.npz"

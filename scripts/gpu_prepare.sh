@@ -108,7 +108,7 @@ if [[ -f "$carry/fer2013/train/sheets.json" && -f "$carry/fer2013/val/sheets.jso
   echo "fer2013: already converted in $carry/fer2013"
 else
   rm -rf "$carry/fer2013.partial"
-  PYTHONPATH="$root" "$py" -m bregflax.data.arrays "$data" "$carry/fer2013.partial" \
+  PYTHONPATH="$root" "$py" -m bregflax.data.convert "$data" "$carry/fer2013.partial" \
     --format=webp --splits=train,val
   rm -rf "$carry/fer2013"
   mv "$carry/fer2013.partial" "$carry/fer2013"
