@@ -1,4 +1,4 @@
-"""Orbax's echoes of a failed restore, kept out of sight while a command or a load runs.
+"""Orbax's echoes of a failed restore or save, kept out of sight while a command or a load runs.
 
 Each array read of a restore that fails, or that was still pending when orbax closed its
 event loop, is reported again as an unraisable error or an asyncio task error ("Task
@@ -12,6 +12,12 @@ ends: a program that loads a run inherits nothing. ``restoring(directory)`` mark
 restore inside it: messages naming its directory are held, dropped if it fails (and later
 ones naming it), shown if it succeeds. Every other unraisable error, asyncio message and
 warning shows.
+
+A save that fails in orbax's writer threads (a full disk, a file size limit) is logged by
+each thread with its whole traceback (about 270 lines for one save) before the same error
+reaches the command, which says it in one line. Those thread reports are held while the
+block runs: dropped if the block ends in an error that ``resource_error`` names (the command
+says it), shown at the block's end otherwise, so a failure no one else reports still shows.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import threading
 import warnings
 from collections.abc import Iterator
 
+from bregflax import errors
+
 ECHOES = ("Event loop is closed", "error while reading array")
 UNAWAITED_READ = r"coroutine '.*_index_and_device_put' was never awaited"
+THREAD_FAILURE = "_SignalingThread.run() raised an exception"  # orbax's writer threads
 
 
 class Echoes:
@@ -35,6 +44,7 @@ class Echoes:
         self.failed: set[str] = set()
         self.trying: str | None = None
         self.held: list = []
+        self.thread_failures: list = []
         self.previous_hook = None
         self.depth = 0
         self.saved_filters = None
@@ -60,6 +70,14 @@ class Echoes:
         logger = py_logging.getLogger(record.name)
         return self.shows(record.getMessage(), lambda: logger.handle(record))
 
+    def _thread_filter(self, record: py_logging.LogRecord) -> bool:
+        if THREAD_FAILURE not in record.getMessage():
+            return True
+        logger = py_logging.getLogger(record.name)
+        with self.lock:
+            self.thread_failures.append(lambda: logger.handle(record))
+        return False
+
     def _install(self) -> None:
         warnings.filterwarnings("ignore", message=UNAWAITED_READ, category=RuntimeWarning)
         if sys.unraisablehook != self._hook:
@@ -67,12 +85,16 @@ class Echoes:
         asyncio_logger = py_logging.getLogger("asyncio")
         if self._filter not in asyncio_logger.filters:
             asyncio_logger.addFilter(self._filter)
+        absl_logger = py_logging.getLogger("absl")
+        if self._thread_filter not in absl_logger.filters:
+            absl_logger.addFilter(self._thread_filter)
 
     def _uninstall(self) -> None:
         if sys.unraisablehook == self._hook:
             sys.unraisablehook = self.previous_hook or sys.__unraisablehook__
         self.previous_hook = None
         py_logging.getLogger("asyncio").removeFilter(self._filter)
+        py_logging.getLogger("absl").removeFilter(self._thread_filter)
         warnings.filters[:] = [
             f for f in warnings.filters if not (f[1] is not None and f[1].pattern == UNAWAITED_READ)
         ]
@@ -88,14 +110,23 @@ class Echoes:
             first = self.depth == 1
         if first:
             self._install()
+        told = False  # the block ends in an error that the command says in one line
         try:
             yield
+        except BaseException as e:
+            told = bool(errors.resource_error(e))
+            raise
         finally:
             with self.lock:
                 self.depth -= 1
                 last = self.depth == 0
+                failures = self.thread_failures if last else []
+                if last:
+                    self.thread_failures = []
             if last:
                 self._uninstall()
+                for replay in [] if told else failures:
+                    replay()
 
     @contextlib.contextmanager
     def restoring(self, directory: str | os.PathLike) -> Iterator[None]:

@@ -3,6 +3,7 @@
 import gc
 import logging
 import sys
+import threading
 import warnings
 
 import pytest
@@ -104,11 +105,59 @@ def test_the_unraisable_hook_passes_on_the_rest_and_is_put_back(monkeypatch):
 def test_the_outermost_block_removes_everything_it_installed():
     echoes = echoes_lib.Echoes()
     asyncio_logger = logging.getLogger("asyncio")
-    before = (sys.unraisablehook, list(asyncio_logger.filters), list(warnings.filters))
+    absl_logger = logging.getLogger("absl")
+    hooks = lambda: (  # noqa: E731
+        sys.unraisablehook,
+        list(asyncio_logger.filters),
+        list(absl_logger.filters),
+        list(warnings.filters),
+    )
+    before = hooks()
     with echoes.suppressed():
         with echoes.suppressed():  # nested: the inner end removes nothing
             pass
         assert sys.unraisablehook == echoes._hook
         assert echoes._filter in asyncio_logger.filters
-    after = (sys.unraisablehook, list(asyncio_logger.filters), list(warnings.filters))
-    assert after == before
+        assert echoes._thread_filter in absl_logger.filters
+    assert hooks() == before
+
+
+def _writer_thread_fails(text: str) -> None:
+    """What orbax's writer thread logs when a save's write fails (its words, from a thread)."""
+
+    def run():
+        try:
+            raise ValueError(text)
+        except ValueError as e:
+            logging.getLogger("absl").exception(
+                "[process=0][thread=array_type_handler] %s: %s", echoes_lib.THREAD_FAILURE, e
+            )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+def test_a_save_that_failed_for_want_of_space_is_said_once_not_per_thread(caplog):
+    echoes = echoes_lib.Echoes()
+    full = "Failed to write 30742 bytes to file 12: File too large [os_error_code='27']"
+    with pytest.raises(ValueError):
+        with echoes.suppressed():
+            _writer_thread_fails(full)
+            _writer_thread_fails(full)
+            raise ValueError(f"OUT_OF_RANGE: {full}")  # what the command says in one line
+    assert not [r for r in caplog.records if r.name == "absl"]
+
+
+def test_a_writer_thread_failure_no_one_else_says_shows_at_the_end(caplog):
+    echoes = echoes_lib.Echoes()
+    with pytest.raises(RuntimeError):
+        with echoes.suppressed():
+            _writer_thread_fails("permission denied")
+            assert not [r for r in caplog.records if r.name == "absl"]  # held meanwhile
+            raise RuntimeError("a bug")
+    with echoes.suppressed():
+        _writer_thread_fails("a late failure")
+    shown = [r.getMessage() for r in caplog.records if r.name == "absl"]
+    assert len(shown) == 2 and "permission denied" in shown[0] and "late" in shown[1]
+    assert all(r.exc_info for r in caplog.records if r.name == "absl")  # tracebacks kept

@@ -302,6 +302,33 @@ def test_out_on_a_full_disk_is_one_line(photos):
     assert run.stderr.strip().count("\n") == 0 and "no space left" in run.stderr
 
 
+@pytest.mark.slow
+def test_training_that_meets_a_file_size_limit_says_so_in_one_line_and_resumes(
+    run_main, tiny_args, tmp_path
+):
+    """A checkpoint save cut by a 40 KiB file size limit: exit 2 and one line, none of the
+    writer threads' tracebacks, no checkpoint under a final name that is not whole; the same
+    command then resumes and trains to the end."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "bregflax.main", "--config=configs/demo.py"]
+    command += [f"--workdir={tmp_path}", *tiny_args]
+    shell = "ulimit -f 40; exec " + " ".join(repr(str(c)) for c in command)
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run(
+        ["bash", "-c", shell], capture_output=True, text=True, timeout=300, env=env, cwd=root
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    cache = [k for k, line in enumerate(lines) if "persistent compilation cache" in line]
+    others = [line for k, line in enumerate(lines) if k not in cache and k - 1 not in cache]
+    assert "Traceback" not in run.stderr and len(others) == 1, run.stderr[-3000:]
+    assert "file too large" in others[0] and "resume" in others[0]  # (jax's own warnings aside)
+    saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved == []  # the cut save stays under orbax's temporary name
+    assert run_main(tmp_path).returncode == 0
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+
+
 def test_a_file_size_limit_leaves_only_whole_rows(photos, tmp_path):
     for i in range(6):
         cv2.imwrite(str(photos / f"more{i}.png"), _face(i))
