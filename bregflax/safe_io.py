@@ -9,6 +9,8 @@ One home for what every command that writes or reads a file needs:
 * :func:`publish_new`: a file created only where nothing is (hard-linked into place from a
   temporary name; an existing file, link or folder is never replaced): a name that is taken
   gives ``<stem>-2<suffix>``, ``-3``...
+* :func:`publish_owned`: files moved into a folder that replace only the files an earlier
+  call wrote there (a manifest in the folder says which), else take a free name.
 * :class:`OutputLock`: one writer per output file, refused in one line naming the first.
 
 Reading hostile files, strict JSON and any file name are :mod:`bregflax.hostile`'; signals
@@ -23,6 +25,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -200,6 +203,66 @@ def safe_folder(root: Path, rel: Path) -> tuple[Path, bool]:
             folder, renamed = candidate, renamed or k > 1
             break
     return folder, renamed
+
+
+# --------------------------------------------------------------------------- a folder's own files
+
+
+def _stamp(path: Path) -> list | None:
+    """A regular file's inode, size and modification time; None for anything else."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def _manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _own_or_free(path: Path, ours: dict, most: int = 10000) -> Path:
+    """The first of ``path``, ``<stem>-2<suffix>``... that is free or a file of ``ours``."""
+    for k in range(1, most + 1):
+        candidate = numbered(path, k)
+        stamp = _stamp(candidate)
+        if stamp is None and not os.path.lexists(candidate):
+            return candidate
+        if stamp is not None and ours.get(candidate.name) == stamp:
+            return candidate
+    raise FileExistsError(errno.EEXIST, f"{most} names taken", str(path))
+
+
+def publish_owned(
+    files: Iterable[str | os.PathLike], folder: str | os.PathLike, manifest: str
+) -> tuple[list[Path], list[Path]]:
+    """Moves the finished ``files`` into ``folder`` under their names, each replacing only a
+    file that an earlier call wrote there and no one changed since (``folder/manifest``
+    records what every call wrote: inode, size, time); any other file, link or folder of
+    that name stays, and the file takes the first free name (``<stem>-2<suffix>``...). One
+    call at a time per folder (:class:`OutputLock`). Returns the paths written, in order, and
+    those that got a new name."""
+    folder = Path(folder)
+    written, renamed = [], []
+    with OutputLock(folder / manifest, "the folder"):
+        ours = _manifest(folder / manifest)
+        for temp in map(Path, files):
+            target = _own_or_free(folder / temp.name, ours)
+            if os.path.lexists(target):
+                os.replace(temp, target)  # a file of an earlier call, unchanged
+            else:
+                target = publish_file(temp, target)  # created only where nothing is
+                os.unlink(temp)
+            if target.name != temp.name:
+                renamed.append(target)
+            ours[target.name] = _stamp(target)
+            written.append(target)
+        write_atomic(folder / manifest, json.dumps(ours, indent=1) + "\n")
+    return written, renamed
 
 
 # --------------------------------------------------------------------------- one writer

@@ -130,6 +130,8 @@ def evaluate_summary(results: dict, workdir: str | Path, out: str | Path) -> str
     if scores:
         lines.append("scores: " + ", ".join(scores))
     lines.append(f"reports in {out}/ ({len(results.get('files', []))} files)")
+    for path in results.get("renamed", []):
+        lines.append(f"renamed: {path} (a file of that name there is not an earlier report)")
     lines.append(f"next: bregflax predict --workdir={workdir} photo.jpg")
     return "\n".join(lines)
 

@@ -72,14 +72,20 @@ def test_checkpoint_choice_and_errors(trained_run, tmp_path, capsys):
     assert e.value.code == 2 and "--workdir" in capsys.readouterr().err
 
 
-def test_categorical_predictions_write_no_va_files(trained_run, tmp_path):
-    config, variables, step = checkpoints.load_variables(trained_run, "latest")
+def _categorical_reports(workdir):
+    config, variables, step = checkpoints.load_variables(workdir, "latest")
     split = data.load(config.data.source, "val", config.data)
     predictions = evaluate.predict_split(config, variables, split.source, batch_size=32)
     del predictions["va"]
     results = {"split": "val", "step": step, **evaluate.score(predictions, split.class_names, 5)}
+    return results, predictions, split.class_names
+
+
+def test_categorical_predictions_write_no_va_files(trained_run, tmp_path):
+    results, predictions, class_names = _categorical_reports(trained_run)
     assert "dimensional" not in results and "categorical" in results
-    written = evaluate.write_reports(tmp_path, "val", results, predictions, split.class_names)
+    written, renamed = evaluate.write_reports(tmp_path, "val", results, predictions, class_names)
+    assert renamed == []
     names = {p.name for p in written}
     assert "val_confusion.png" in names and not names & set(VA_FILES)
     assert not any((tmp_path / "eval" / name).exists() for name in VA_FILES)
@@ -88,6 +94,34 @@ def test_categorical_predictions_write_no_va_files(trained_run, tmp_path):
         "valence" not in header
         and "| CCC |" not in (tmp_path / "eval" / "val_table.md").read_text()
     )
+
+
+def test_reports_replace_only_earlier_reports_and_never_a_users_file(trained_run, tmp_path):
+    """A folder of the user's with a ``val.json`` of theirs, a link named ``val_table.md`` to
+    a file elsewhere and a folder named ``val_predictions.csv``: the reports land beside them
+    under new names, listed; evaluating again replaces those reports (no ``-3``), but not
+    one the user edited since."""
+    reports = _categorical_reports(trained_run)
+    out, elsewhere = tmp_path / "mine", tmp_path / "elsewhere.md"
+    out.mkdir()
+    (out / "val.json").write_text("my notes")
+    elsewhere.write_text("keep me")
+    (out / "val_table.md").symlink_to(elsewhere)
+    (out / "val_predictions.csv").mkdir()
+    written, renamed = evaluate.write_reports(trained_run, "val", *reports, out=out)
+    assert {p.name for p in renamed} == {"val-2.json", "val_table-2.md", "val_predictions-2.csv"}
+    assert set(renamed) <= set(written) and all(p.parent == out for p in written)
+    assert (out / "val.json").read_text() == "my notes" and elsewhere.read_text() == "keep me"
+    assert (out / "val_table.md").is_symlink() and (out / "val_predictions.csv").is_dir()
+    assert json.loads((out / "val-2.json").read_text())["step"] == reports[0]["step"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".reports-")]  # staging gone
+
+    again, renamed_again = evaluate.write_reports(trained_run, "val", *reports, out=out)
+    assert again == written and renamed_again == renamed  # its own reports replaced
+    (out / "val_per_class.md").write_text("edited by hand")
+    third, _ = evaluate.write_reports(trained_run, "val", *reports, out=out)
+    assert (out / "val_per_class.md").read_text() == "edited by hand"
+    assert out / "val_per_class-2.md" in third
 
 
 @pytest.mark.slow

@@ -18,7 +18,9 @@ if __name__ == "__main__":  # before the heavy imports: a restart then costs onl
 
 import argparse
 import csv
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,6 +122,9 @@ def write_predictions_csv(predictions: dict[str, np.ndarray], class_names, path:
             writer.writerow(row)
 
 
+REPORTS_MANIFEST = ".bregflax-reports.json"  # what evaluations wrote in a reports folder
+
+
 def write_reports(
     workdir: Path,
     split: str,
@@ -127,12 +132,26 @@ def write_reports(
     predictions: dict,
     class_names,
     out: Path | None = None,
-) -> list[Path]:
-    """Writes every report of the run in ``workdir`` to ``out`` (default ``workdir/eval``)
-    and returns their paths."""
-    out = Path(workdir) / "eval" if out is None else Path(out)
+) -> tuple[list[Path], list[Path]]:
+    """Writes every report of the run in ``workdir`` to ``out`` (default ``workdir/eval``).
+
+    The reports are written in a temporary folder inside ``out``, then moved into place
+    (``safe_io.publish_owned``): a report replaces only the same report of an earlier
+    evaluation, unchanged since; a file of that name that is not one gets the report beside
+    it under a new name (``val-2.json``). Returns the paths written and those renamed."""
+    workdir = Path(workdir)
+    out = workdir / "eval" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_outputs(workdir, out, split)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".reports-"))
+    try:
+        staged = _write_staged(workdir, split, results, predictions, class_names, stage)
+        return safe_io.publish_owned(staged, out, REPORTS_MANIFEST)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_staged(workdir: Path, split, results, predictions, class_names, out: Path) -> list:
     written = [out / f"{split}.json"]
     text = hostile.strict_json(results, reason_key="nonfinite", indent=2)
     safe_io.write_atomic(written[0], text + "\n")
@@ -239,8 +258,11 @@ def evaluate_workdir(
     scores = score(predictions, loaded.class_names, repeats)
     results = {"split": split, "step": step, "checkpoint": checkpoint, **scores}
     if jax.process_index() == 0:
-        written = write_reports(workdir, split, results, predictions, loaded.class_names, out)
+        written, renamed = write_reports(
+            workdir, split, results, predictions, loaded.class_names, out
+        )
         results["files"] = [str(p) for p in written]
+        results["renamed"] = [str(p) for p in renamed]
     return results
 
 
@@ -277,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
         errors.quiet_exit(2)
     out = Path(args.out) if args.out else Path(args.workdir) / "eval"
-    table = out / f"{args.split}_table.md"
-    print(table.read_text())
+    table = next(p for p in results["files"] if Path(p).name.startswith(f"{args.split}_table"))
+    print(Path(table).read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
     print(summary.evaluate_summary(results, args.workdir, out))
 
