@@ -240,6 +240,28 @@ def test_convert_command_is_lossless_and_smaller(tmp_path, capsys):
         convert.convert(tmp_path / "out", tmp_path / "x", "webp")
 
 
+def test_convert_never_writes_over_an_existing_split_or_its_input(tmp_path, capsys):
+    """``convert SRC SRC --format=npz`` would rewrite the inputs in place, and a second run
+    into one folder would replace the first: both are refused in one line, nothing written."""
+    src = tmp_path / "src"
+    arrays.write_split(src / "train.npz", faces(6), labels=np.arange(6) % 7)
+    before = (src / "train.npz").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        convert.main([str(src), str(src), "--format=npz"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "train.npz exist" in err
+    assert (src / "train.npz").read_bytes() == before
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    (tmp_path / "out" / "train" / "mine.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        convert.main([str(src), str(tmp_path / "out"), "--format=webp"])
+    assert [p.name for p in (tmp_path / "out" / "train").iterdir()] == ["mine.txt"]
+    with pytest.raises(FileExistsError, match="exists"):
+        arrays.write_split(src / "train.npz", faces(2))
+    assert (src / "train.npz").read_bytes() == before
+    assert not [p for p in src.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
 def test_loading_a_source_imports_only_its_module(tmp_path):
     """synthetic and arrays load without TensorFlow Datasets (the GPU machine has none)."""
     arrays.write_split(tmp_path / "val.npz", faces(3))

@@ -39,9 +39,12 @@ affect value out of range.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -343,15 +346,23 @@ def write_split(
     ``image_format`` (webp or png, both lossless). ``per_image``: labels, valence, arousal,
     source_ids. The arrays are checked as ``load`` checks them (labels against 1000 classes)."""
     path = Path(path)
+    if os.path.lexists(path):
+        raise FileExistsError(
+            errno.EEXIST, f"{hostile.text_path(path)} exists: remove it or choose another name"
+        )
     per_image = {k: np.asarray(v) for k, v in per_image.items() if v is not None}
     unknown = set(per_image) - set(PER_IMAGE)
     if unknown:
         raise ValueError(f"unknown per-image arrays {sorted(unknown)}; expected {PER_IMAGE}")
     checked = _check({"images": np.asarray(images), **per_image}, path, 1000)
     labels = {k: np.asarray(per_image[k]) for k in per_image}  # as given (e.g. int64 labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, images=np.asarray(images), **labels)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp") as f:
+            np.savez_compressed(f, images=np.asarray(images), **labels)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.link(f.name, path)  # only where nothing is
         return path
     if image_format not in SHEET_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(SHEET_FORMATS)}")
@@ -359,7 +370,7 @@ def write_split(
     n, h, w, c = tiles.shape
     columns, rows = _sheet_layout(n, h, w)
     per_sheet = columns * rows
-    path.mkdir(parents=True, exist_ok=True)
+    final, path = path, Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
 
     def encode(k: int) -> str:
         chunk = tiles[k * per_sheet : (k + 1) * per_sheet]
@@ -373,10 +384,23 @@ def write_split(
             raise OSError(f"could not write {path / name}")
         return name
 
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        files = list(pool.map(encode, range(-(-n // per_sheet))))
-    if labels:
-        np.savez_compressed(path / LABELS_FILE, **labels)
-    layout = {"count": n, "tile": [h, w, c], "columns": columns, "rows": rows, "files": files}
-    (path / SHEETS_FILE).write_text(json.dumps(layout, indent=1) + "\n")
-    return path
+    try:  # written in a temporary folder, renamed into place when whole
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            files = list(pool.map(encode, range(-(-n // per_sheet))))
+        if labels:
+            np.savez_compressed(path / LABELS_FILE, **labels)
+        layout = {"count": n, "tile": [h, w, c], "columns": columns, "rows": rows, "files": files}
+        (path / SHEETS_FILE).write_text(json.dumps(layout, indent=1) + "\n")
+        os.chmod(path, 0o755 & ~_umask())
+        if os.path.lexists(final):  # made meanwhile: never replaced
+            raise FileExistsError(errno.EEXIST, f"{hostile.text_path(final)} exists", str(final))
+        os.rename(path, final)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask

@@ -5,11 +5,13 @@ reads back bit-exact (the format itself is ``bregflax.data.arrays``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from bregflax import errors
 from bregflax.data import DatasetNotFoundError
 from bregflax.data.arrays import PER_IMAGE, _npz, read, write_split
 
@@ -21,10 +23,14 @@ def convert(src: Path, dst: Path, image_format: str, splits: Sequence[str] = ())
     splits = list(splits) or sorted(p.stem for p in Path(src).glob("*.npz"))
     if not splits:
         raise DatasetNotFoundError(f"no <split>.npz files in {src}")
+    targets = {s: Path(dst) / (f"{s}.npz" if image_format == "npz" else s) for s in splits}
+    taken = [str(t) for t in targets.values() if os.path.lexists(t)]
+    if taken:  # before anything is written; an input is never written over either
+        raise FileExistsError(f"{', '.join(taken)} exist(s): choose another output folder")
     sizes = {}
     for split in splits:
         original = _npz(Path(src) / f"{split}.npz", ("images", *PER_IMAGE))
-        target = dst / (f"{split}.npz" if image_format == "npz" else split)
+        target = targets[split]
         per_image = {k: v for k, v in original.items() if k != "images"}
         out = write_split(target, original["images"], image_format=image_format, **per_image)
         back = read(out)
@@ -46,7 +52,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--splits", default="", help="comma-separated; default: every .npz")
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
-    for split, size in convert(args.src, args.dst, args.format, splits).items():
+    try:
+        sizes = convert(args.src, args.dst, args.format, splits)
+    except (DatasetNotFoundError, FileExistsError, ValueError) as e:
+        errors.fail(str(e))
+    except OSError as e:
+        errors.fail(errors.resource_error(e) or errors.one_line(e))
+    for split, size in sizes.items():
         print(f"{split}: {size / 2**20:.1f} MiB in {args.dst}")
 
 
