@@ -358,7 +358,9 @@ def write_split(
     labels = {k: np.asarray(per_image[k]) for k in per_image}  # as given (e.g. int64 labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp") as f:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        ) as f:
             np.savez_compressed(f, images=np.asarray(images), **labels)
             f.flush()
             os.fchmod(f.fileno(), 0o666 & ~_umask())
