@@ -181,29 +181,22 @@ phased_conv = _registered(
 )
 
 
-@CONVS.register("auto")
-def auto_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    precision=None,
-) -> jax.Array:
-    """``phased_conv`` in a program lowered for the CPU, ``lax.conv_general_dilated`` in one
-    lowered for any other platform: the choice is made at lowering, so the compiler sees
-    one of them only."""
-    static = (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
-    static += (feature_group_count, precision)
+def _auto(lhs: jax.Array, rhs: jax.Array, *static) -> jax.Array:
     return lax.platform_dependent(
         lhs,
         rhs,
         cpu=lambda x, w: phased_conv(x, w, *static),
         default=lambda x, w: _lax_conv(x, w, *static),
     )
+
+
+auto_conv = _registered(
+    "auto",
+    _auto,
+    "``phased_conv`` in a program lowered for the CPU, ``lax.conv_general_dilated`` in one "
+    "lowered for any other platform: the choice is made at lowering, so the compiler sees "
+    "one of them only.",
+)
 
 
 def get(name: str) -> Callable:
