@@ -18,6 +18,10 @@ a little low, so each is re-framed into the square the cascade would give, whose
 ``benchmarks/detect_accuracy.py --framing``). So ``--margin`` frames both detectors' crops
 alike. :func:`crop_aligned` turns the crop about the box centre so the eyes are level.
 
+A photo in which no upright face is found is searched again turned by -30 and then +30
+degrees (``TURNS``; the boxes and landmarks are mapped back, so the eye-level crop takes
+out the turn).
+
 Each image is searched scaled so that the smallest face asked for (``min_size``) is
 ``SEARCH_PIXELS`` pixels a side; ``SCORE_THRESHOLD`` and ``SEARCH_PIXELS`` were chosen by
 ``benchmarks/detect_accuracy.py --sweep`` (docs/performance.md).
@@ -47,6 +51,10 @@ SEARCH_PIXELS = 32  # the smallest face is this many pixels in the searched imag
 REFINE_PIXELS = 80  # alignment looks at the face again at this size (level_angle)
 REFINE_PASSES = 0  # by benchmarks/detect_accuracy.py: one pass gained no accuracy it could show
 SIZE_SLACK = 0.75  # faces down to 3/4 of min_size are kept (the search finds them anyway)
+# A photo with no upright face is searched again turned by each of these (degrees): YuNet
+# finds about half of the faces turned by 30 degrees, and four in five with these searches
+# (benchmarks/detect_accuracy.py, docs/performance.md). Not in videos (the tracker searches).
+TURNS = (-30.0, 30.0)
 # Re-framing of YuNet's box (height bh, centre c) into the cascade's square box: side
 # BOX_SIDE * bh, centre c - BOX_SHIFT * bh along the face's own down direction. From
 # ``benchmarks/detect_accuracy.py --framing --limit 300 --search-pixels 32`` (medians over
@@ -134,6 +142,7 @@ class YuNetDetector:
     score_threshold: float = SCORE_THRESHOLD
     search_pixels: float = SEARCH_PIXELS
     max_pixels: int = MAX_DETECT_PIXELS
+    turns: tuple[float, ...] = TURNS
 
     def __post_init__(self):
         network()  # a missing model file fails here, before any image is read
@@ -148,8 +157,40 @@ class YuNetDetector:
         return min(1.0, scale, self.search_pixels / side)
 
     def __call__(self, image: np.ndarray) -> list[Face]:
-        """Faces in a uint8 gray (H, W[, 1]) or RGB (H, W, 3) image."""
-        return largest_first(self.search(self.prepare(image)))
+        """Faces in a uint8 gray (H, W[, 1]) or RGB (H, W, 3) image; if there is no upright
+        one, the faces found in the image turned by the first of ``turns`` that finds any."""
+        prepared = self.prepare(image)
+        found = self.search(prepared)
+        for angle in () if found else self.turns:
+            found = self.search_turned(prepared, angle)
+            if found:
+                break
+        return largest_first(found)
+
+    def search_turned(self, prepared: PreparedBGR, angle: float) -> list[Face]:
+        """Faces found in ``prepared`` turned by ``angle`` degrees (counter-clockwise) about
+        its centre, with their boxes and landmarks in the image as it is; faces whose
+        centre the turn brought in from outside the image are dropped."""
+        height, width = prepared.bgr.shape[:2]
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        bgr = cv2.warpAffine(prepared.bgr, turn, (width, height), borderMode=cv2.BORDER_CONSTANT)
+        back = cv2.invertAffineTransform(turn)
+        rows = self.rows(prepared._replace(bgr=bgr))
+        found = []
+        for row in rows:
+            points = row[:14].reshape(7, 2).copy()  # (x, y), (w, h), five landmarks
+            centre = points[0] + points[1] / 2
+            moved = np.vstack([centre, points[2:]]) * prepared.scale
+            moved = (moved @ back[:, :2].T + back[:, 2]) / prepared.scale
+            cx, cy = moved[0]
+            if not (0 <= cx < width / prepared.scale and 0 <= cy < height / prepared.scale):
+                continue
+            w, h = points[1]
+            raw = np.concatenate([[cx - w / 2, cy - h / 2, w, h], moved[1:].ravel(), row[14:]])
+            face = reframe(raw)
+            if face[2] >= SIZE_SLACK * prepared.min_side:
+                found.append(face)
+        return found
 
     def prepare(self, image: np.ndarray) -> PreparedBGR:
         """The image as YuNet searches it: scaled, BGR."""
