@@ -347,9 +347,7 @@ def write_split(
     source_ids. The arrays are checked as ``load`` checks them (labels against 1000 classes)."""
     path = Path(path)
     if os.path.lexists(path):
-        raise FileExistsError(
-            errno.EEXIST, f"{hostile.text_path(path)} exists: remove it or choose another name"
-        )
+        raise FileExistsError(f"{hostile.text_path(path)} exists: remove it or choose another name")
     per_image = {k: np.asarray(v) for k, v in per_image.items() if v is not None}
     unknown = set(per_image) - set(PER_IMAGE)
     if unknown:
@@ -363,7 +361,7 @@ def write_split(
         ) as f:
             np.savez_compressed(f, images=np.asarray(images), **labels)
             f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fchmod(f.fileno(), 0o644)
             os.link(f.name, path)  # only where nothing is
         return path
     if image_format not in SHEET_FORMATS:
@@ -393,16 +391,10 @@ def write_split(
             np.savez_compressed(path / LABELS_FILE, **labels)
         layout = {"count": n, "tile": [h, w, c], "columns": columns, "rows": rows, "files": files}
         (path / SHEETS_FILE).write_text(json.dumps(layout, indent=1) + "\n")
-        os.chmod(path, 0o755 & ~_umask())
+        os.chmod(path, 0o755)
         if os.path.lexists(final):  # made meanwhile: never replaced
-            raise FileExistsError(errno.EEXIST, f"{hostile.text_path(final)} exists", str(final))
+            raise FileExistsError(errno.EEXIST, "exists", str(final))
         os.rename(path, final)
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return final
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
