@@ -30,7 +30,7 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from bregflax import data as data_lib
-from bregflax import echoes, errors, flags, hostile, rundir, safe_io, summary
+from bregflax import echoes, errors, flags, hostile, paths, rundir, safe_io, summary
 from bregflax.data import pipeline, run_data
 from bregflax.evaluation import metrics, plots, report
 from bregflax.nn import models
@@ -130,8 +130,9 @@ def write_reports(
 ) -> list[Path]:
     """Writes every report of the run in ``workdir`` to ``out`` (default ``workdir/eval``)
     and returns their paths."""
-    out = Path(workdir) / "eval" if out is None else Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    workdir = paths.path(workdir)
+    out = workdir / "eval" if out is None else paths.path(out)
+    paths.make_folder(out)
     check_outputs(workdir, out, split)
     written = [out / f"{split}.json"]
     text = hostile.strict_json(results, reason_key="nonfinite", indent=2)
@@ -171,7 +172,7 @@ def write_reports(
                 {workdir.name: workdir / "metrics.jsonl"}, out / "loss_curves.png"
             )
         )
-    return [Path(p) for p in written]
+    return [paths.path(p) for p in written]
 
 
 def report_names(split: str) -> list[str]:
@@ -184,14 +185,18 @@ def report_names(split: str) -> list[str]:
 def check_outputs(workdir: str | Path, out: str | Path, split: str) -> None:
     """ValueError (one line) if a report would land on a file of the run (its config,
     metrics, checkpoints), by any route: ``--out`` the workdir with ``--split=config``."""
-    workdir, out = Path(workdir), Path(out)
+    workdir, out = paths.path(workdir), paths.path(out)
     inputs = [workdir / rundir.CONFIG_FILE, workdir / "metrics.jsonl"]
     for name in report_names(split):
         target = out / name
         if not target.exists():
             continue
-        hit = next((p for p in inputs if safe_io.same_file(target, p)), None)
-        inside = (workdir / "checkpoints").resolve() in target.resolve().parents
+        if paths.is_remote(target):  # object storage has no links: the names decide
+            hit = next((p for p in inputs if str(p) == str(target)), None)
+            inside = str(target).startswith(f"{workdir / 'checkpoints'}/")
+        else:
+            hit = next((p for p in inputs if safe_io.same_file(target, p)), None)
+            inside = (workdir / "checkpoints").resolve() in target.resolve().parents
         if hit is not None or inside:
             raise ValueError(
                 f"the report {target} would replace {hit or target}, a file of the run: "
@@ -224,9 +229,9 @@ def evaluate_workdir(
     is skipped for the next one (see ``checkpoints.load_variables``); ``results["step"]``
     says which was evaluated.
     """
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     default = out is None
-    out = workdir / "eval" if default else Path(out)
+    out = workdir / "eval" if default else paths.path(out)
     if jax.process_index() == 0:
         advice = "; pass --out DIR to write the reports elsewhere" if default else ""
         rundir.ensure_writable(out, advice)
@@ -276,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
         errors.quiet_exit(2)
-    out = Path(args.out) if args.out else Path(args.workdir) / "eval"
+    out = paths.path(args.out) if args.out else paths.path(args.workdir) / "eval"
     table = out / f"{args.split}_table.md"
     print(table.read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
