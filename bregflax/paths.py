@@ -19,12 +19,16 @@ Object storage has no rename that is atomic, no appending and no folders, so her
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from bregflax.errors import ConfigError
+
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+CLIENTS = {"gs": "gcsfs", "s3": "s3fs"}  # the fsspec package epath needs for each scheme
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -37,9 +41,18 @@ def path(p: str | os.PathLike) -> Any:
     ``etils.epath.Path`` for object storage; ``/``, ``.name``, ``.parent`` work on both."""
     if not is_remote(p):
         return Path(p)
+    scheme = os.fspath(p).split("://", 1)[0]
+    client = CLIENTS.get(scheme)
+    if client and not (_installed(client) or (scheme == "gs" and _installed("tensorflow"))):
+        extra = " (pip install 'bregflax[gcs]')" if scheme == "gs" else ""
+        raise ConfigError(f"{os.fspath(p)} is on object storage, which needs {client}{extra}")
     from etils import epath  # orbax's path library; loaded only for object storage
 
     return epath.Path(os.fspath(p))
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
 
 
 def absolute(p: str | os.PathLike) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bregflax import paths, rundir, safe_io
+from bregflax.errors import ConfigError
 
 BUCKET = "bucket"
 
@@ -55,6 +56,13 @@ def test_nothing_local_is_made_for_a_remote_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no gs: folder
     paths.make_folder(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_remote_path_without_its_client_is_one_line(monkeypatch):
+    monkeypatch.setattr(paths, "_installed", lambda package: False)
+    with pytest.raises(ConfigError, match=r"^gs://b/run is on object storage, which needs gcsfs"):
+        paths.path("gs://b/run")
+    assert paths.path("runs/x") == Path("runs/x")
 
 
 def test_local_append_and_move_are_as_before(tmp_path):
@@ -189,8 +197,14 @@ def test_whole_object_writes_and_exclusive_creation(gcs):
     paths.write_bytes(f"gs://{BUCKET}/unit/once", b"replaced")
     paths.append_text(f"gs://{BUCKET}/unit/rows", "1\n")
     paths.append_text(f"gs://{BUCKET}/unit/rows", "2\n")
+    for name in ("_CHECKPOINT_METADATA", "default/_METADATA"):  # a damaged step, moved aside
+        paths.write_bytes(f"gs://{BUCKET}/unit/checkpoints/12/{name}", name.encode())
+    paths.move(f"gs://{BUCKET}/unit/checkpoints/12", f"gs://{BUCKET}/unit/damaged/12")
     names = set(objects(gcs, "unit/"))
-    assert names == {f"unit/{n}" for n in ("config.json", "table.md", "once", "rows")}
+    assert names == {f"unit/{n}" for n in ("config.json", "table.md", "once", "rows")} | {
+        "unit/damaged/12/_CHECKPOINT_METADATA",
+        "unit/damaged/12/default/_METADATA",
+    }
     assert (
         read_object(gcs, "unit/once") == b"replaced" and read_object(gcs, "unit/rows") == b"1\n2\n"
     )
@@ -221,6 +235,10 @@ def test_the_lock_object_is_exclusive_names_its_holder_and_goes(gcs):
         with rundir.workdir_lock(workdir):
             pass
     assert json.loads(read_object(gcs, "lock/run.lock")) == other  # left as it was
+
+    with pytest.raises(rundir.WorkdirError, match="cannot write to workdir gs://no-such-bucket"):
+        with rundir.workdir_lock("gs://no-such-bucket/run"):
+            pass
 
 
 def _run(args, cwd, timeout=600) -> subprocess.CompletedProcess:
