@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from bregflax import paths
+
 MiB = 1 << 20
 MAX_IMAGE_BYTES = 256 * MiB  # an image file larger than this is refused before it is read
 MAX_JSON_BYTES = 64 * MiB
@@ -132,8 +134,13 @@ def read_json(path: str | os.PathLike, advice: str = "delete it (or move it away
               limit: int = MAX_JSON_BYTES) -> Any:  # fmt: skip
     """The JSON in ``path``; DamagedFileError naming the file and what to do if it cannot
     be parsed (cut off by a kill, say)."""
-    check_size(path, limit)
-    data = Path(path).read_bytes()
+    if paths.is_remote(path):  # object storage (bregflax.paths)
+        if (size := paths.size(path)) > limit:
+            raise FileTooLargeError(f"{path} is {human(size)}, over the {human(limit)} limit")
+        data = paths.path(path).read_bytes()
+    else:
+        check_size(path, limit)
+        data = Path(path).read_bytes()
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

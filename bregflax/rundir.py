@@ -3,6 +3,8 @@
 A workdir holds ``config.json`` (the config it was trained with, from which evaluation and
 inference rebuild the model), ``checkpoints/`` (``bregflax.training.checkpoints``) and, while
 a run trains in it, ``run.lock``. Needs neither jax nor the model: every stage may read a run.
+A workdir may be on object storage (``gs://bucket/run``, :mod:`bregflax.paths`); its lock is
+then an object created with a generation precondition (:func:`workdir_lock`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
-from bregflax import safe_io
+from bregflax import paths, safe_io
 from bregflax.errors import ConfigError
 
 CONFIG_FILE = "config.json"
@@ -42,14 +44,14 @@ class WorkdirBusyError(WorkdirError):
 
 def write_config(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
     """Saves ``config`` as the run's ``config.json``; returns its path."""
-    path = Path(workdir) / CONFIG_FILE
+    path = paths.path(workdir) / CONFIG_FILE
     safe_io.write_atomic(path, config.to_json_best_effort(indent=2) + "\n")
     return path
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config the run in ``workdir`` was trained with (its ``config.json``)."""
-    path = Path(workdir) / CONFIG_FILE
+    path = paths.path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a bregflax training workdir?")
     try:
@@ -62,7 +64,10 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 
 def prepare_workdir(workdir: str | Path) -> Path:
-    """Creates ``workdir`` (and its parents); WorkdirError, one line, when it cannot."""
+    """Creates ``workdir`` (and its parents); WorkdirError, one line, when it cannot. On
+    object storage there is nothing to create: the path is returned."""
+    if paths.is_remote(workdir):
+        return paths.path(workdir)
     workdir = Path(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +81,16 @@ def prepare_workdir(workdir: str | Path) -> Path:
 def ensure_writable(folder: str | Path, advice: str = "") -> Path:
     """Checks that files can be written in ``folder`` (creating it, and a file in it, then
     removing what it created), so that a command fails before its work rather than after;
-    WorkdirError, one line, when they cannot."""
+    WorkdirError, one line, when they cannot. On object storage: an object written and
+    deleted."""
+    if paths.is_remote(folder):
+        probe = paths.path(folder) / f".write-test-{socket.gethostname()}-{os.getpid()}"
+        try:
+            paths.write_bytes(probe, b"")
+            probe.unlink()
+        except OSError as e:
+            raise WorkdirError(f"cannot write to {folder} ({e}){advice}") from None
+        return paths.path(folder)
     folder = Path(folder).absolute()
     created = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
     probe = folder / f".write-test-{os.getpid()}"
@@ -114,8 +128,13 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
 
     The lock is the operating system's (``flock``), so it ends with the process that held
     it: the file a killed run leaves behind is taken over. The file says who holds it (pid,
-    host, start time) for the WorkdirBusyError another run gets.
+    host, start time) for the WorkdirBusyError another run gets. On object storage it is
+    an object instead (:func:`object_lock`).
     """
+    if paths.is_remote(workdir):
+        with object_lock(workdir) as path:
+            yield path
+        return
     path = prepare_workdir(workdir) / LOCK_FILE
     while True:
         try:
@@ -149,3 +168,74 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- object storage
+
+
+def _alive_here(info: dict) -> bool | None:
+    """Whether the process a lock names is alive: True or False when it ran on this host,
+    None when on another (no way to tell from here)."""
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return None
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _describe(info: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    host = info.get("host", "an unknown host")
+    return f"pid {info.get('pid', '?')} on host {host}, since {since}"
+
+
+@contextlib.contextmanager
+def object_lock(workdir: str | os.PathLike) -> Iterator:
+    """Holds ``workdir/run.lock`` on object storage while the block runs.
+
+    The lock is an object created only where none is (``ifGenerationMatch=0``), holding the
+    holder's pid, host and start time, and deleted when the block ends. Object storage
+    cannot see a process end, so a lock left by a killed run is taken over only when it
+    names a process of this host that is gone; any other is named in the WorkdirBusyError
+    with how to remove it once its run is known to be dead.
+    """
+    path = paths.path(workdir) / LOCK_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    blob = json.dumps(mine).encode()
+    for _ in range(3):  # a stale lock removed, then taken; another run may race us
+        try:
+            paths.create_new(path, blob)
+            break
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise WorkdirError(f"cannot write to workdir {workdir} ({e})") from None
+        try:
+            gen = paths.generation(path)
+            info = json.loads(path.read_text() or "{}")
+        except FileNotFoundError:  # released between our create and our read
+            continue
+        except ValueError:
+            info = {}
+        if _alive_here(info) is not False:
+            raise WorkdirBusyError(
+                f"workdir {workdir} is in use by another training run ({_describe(info)}); "
+                f"wait for it to end, or use another --workdir. If that run was killed, "
+                f"remove its lock: gcloud storage rm {path}"
+            )
+        logging.info("took over the lock of a run that ended: %s", _describe(info))
+        with contextlib.suppress(FileNotFoundError):
+            paths.delete_if_generation(path, gen)
+    else:
+        raise WorkdirBusyError(f"workdir {workdir}: could not take {path}; try again")
+    try:
+        yield path
+    finally:  # ours only: a lock removed by hand and taken by another run stays
+        with contextlib.suppress(Exception):
+            gen = paths.generation(path)
+            if json.loads(path.read_text()) == mine:
+                paths.delete_if_generation(path, gen)

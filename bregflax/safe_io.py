@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from bregflax import paths
 from bregflax.hostile import text_path
 
 
@@ -88,7 +89,12 @@ def _temp_in(path: Path) -> tuple[int, Path]:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, protect: Iterable = ()) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed to ``path`` when the block ends
-    without an exception, removed when it raises. ``path`` is never one of ``protect``."""
+    without an exception, removed when it raises. ``path`` is never one of ``protect``.
+    On object storage the temporary file is local and uploaded whole (:mod:`bregflax.paths`)."""
+    if paths.is_remote(path):
+        with _uploaded(path) as temp:
+            yield temp
+        return
     path = Path(path)
     check_not_input(path, protect)
     fd, temp = _temp_in(path)
@@ -104,10 +110,14 @@ def atomic_path(path: str | os.PathLike, protect: Iterable = ()) -> Iterator[Pat
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, protect: Iterable = ()) -> Path:
     """Writes ``data`` to ``path`` through a temporary file renamed into place (text as
-    UTF-8); a symbolic link at ``path`` is replaced, not followed."""
+    UTF-8); a symbolic link at ``path`` is replaced, not followed. On object storage the
+    object is written whole with one upload (there is no rename; a single write is atomic)."""
+    blob = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if paths.is_remote(path):
+        paths.write_bytes(path, blob)
+        return paths.path(path)
     path = Path(path)
     check_not_input(path, protect)
-    blob = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     fd, temp = _temp_in(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -120,6 +130,20 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, protect: Iterable =
             os.unlink(temp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def _uploaded(path: str | os.PathLike) -> Iterator[Path]:
+    """A local temporary file (with ``path``'s suffix) uploaded whole to the object
+    ``path`` when the block ends without an exception; removed either way."""
+    fd, name = tempfile.mkstemp(prefix=".bregflax-", suffix=f".tmp{paths.path(path).suffix}")
+    os.close(fd)
+    try:
+        yield Path(name)
+        paths.write_bytes(path, Path(name).read_bytes())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def numbered(path: Path, k: int) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bregflax import paths
+
 # Networks sized for accelerators: on a 2-core CPU an epoch of FER2013 takes hours.
 ACCELERATOR_MODELS = ("BReGNet39", "ResNet110")
 CPU_HOURS = 2.0  # a CPU run estimated above this many hours gets the note too
@@ -67,10 +69,11 @@ def best_score(
     metrics_path: Path, metric: str, mode: str = "max"
 ) -> tuple[float, int, float] | None:
     """(value, step, epoch) of the best ``metric`` logged in ``metrics.jsonl``; None if none."""
-    if not Path(metrics_path).exists():
+    metrics_path = paths.path(metrics_path)
+    if not metrics_path.exists():
         return None
     best = None
-    for line in Path(metrics_path).read_text().splitlines():
+    for line in metrics_path.read_text().splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -88,7 +91,7 @@ def train_summary(
     workdir: str | Path, config: ml_collections.ConfigDict, steps: int, seconds: float
 ) -> str:
     """The lines printed when ``bregflax train`` ends."""
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     lines = [
         f"done: trained {config.model.name} on {config.data.source} for "
         f"{config.num_epochs} epoch(s), {steps:,} steps, in {duration(seconds)} (this call)"
@@ -153,7 +156,7 @@ def reproduce_summary(
     out: str | Path, table: str, scale: str, workdir: str | Path, names: list[str]
 ) -> str:
     """The lines printed when ``bregflax reproduce`` ends: ``names`` are the table's runs."""
-    runs = Path(workdir) / scale
+    runs = paths.path(workdir) / scale
     finished = sum((runs / name / "result.json").exists() for name in names)
     lines = [
         f"done: table {table} at scale {scale}: {finished} of {len(names)} runs finished",

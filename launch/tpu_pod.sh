@@ -88,7 +88,7 @@ run_all "set -e
   command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh
   export PATH=\$HOME/.local/bin:\$PATH
   uv venv -q --allow-existing --python $PYTHON_VERSION ~/venv
-  uv pip install -q --python ~/venv/bin/python -e . 'jax[tpu]'"
+  uv pip install -q --python ~/venv/bin/python -e '.[gcs]' 'jax[tpu]'"
 run_all "cd bregflax && setsid nohup ~/venv/bin/python -m bregflax.main --multihost$args \
   > $LOG 2>&1 < /dev/null & echo \"started on \$(hostname): $LOG\""
 echo "training detached on every worker; its log: launch/tpu_pod.sh --logs"

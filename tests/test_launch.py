@@ -33,7 +33,7 @@ def test_dry_run_prints_every_command_for_the_generation(repo_root, tmp_path, ac
     assert f"--accelerator-type {accelerator} --version {runtime}" in text
     assert "gcloud compute tpus tpu-vm describe brt --zone us-central2-b" in text
     assert "uv venv -q --allow-existing --python 3.12 ~/venv" in text  # not the image's 3.10
-    assert "uv pip install -q --python ~/venv/bin/python -e . 'jax[tpu]'" in text
+    assert "uv pip install -q --python ~/venv/bin/python -e '.[gcs]' 'jax[tpu]'" in text  # gs://
     run = next(line for line in text.splitlines() if "-m bregflax.main" in line)
     assert run.startswith("cd bregflax && setsid nohup ~/venv/bin/python -m bregflax.main")
     assert "--multihost " + " ".join(ARGS) in run

@@ -19,6 +19,7 @@ CORE = {
     "errors",
     "safe_io",
     "hostile",
+    "paths",
     "flags",
     "summary",
 }

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bregflax import paths
+
 FILENAME = "data.json"
 DATA_DIR_ENV = "BREGFLAX_DATA_DIR"  # as bregflax.data.tfds_base reads it
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
@@ -47,7 +49,10 @@ def describe(data: ml_collections.ConfigDict) -> dict:
 
 def record(workdir: str | Path, data: ml_collections.ConfigDict) -> Path:
     """Writes ``workdir/data.json`` (whole or not at all) and returns its path."""
-    path = Path(workdir) / FILENAME
+    path = paths.path(workdir) / FILENAME
+    if paths.is_remote(path):  # one upload: whole or not at all
+        paths.write_bytes(path, (json.dumps(describe(data), indent=2) + "\n").encode())
+        return path
     partial = path.with_name(f".{FILENAME}.partial")
     partial.write_text(json.dumps(describe(data), indent=2) + "\n")
     os.replace(partial, path)
@@ -56,7 +61,7 @@ def record(workdir: str | Path, data: ml_collections.ConfigDict) -> Path:
 
 def read(workdir: str | Path) -> dict:
     """``workdir/data.json``, or {} for a run trained before runs recorded their data."""
-    path = Path(workdir) / FILENAME
+    path = paths.path(workdir) / FILENAME
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):

@@ -32,7 +32,7 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from bregflax import data as data_lib
-from bregflax import echoes, errors, flags, hostile, rundir, safe_io, summary
+from bregflax import echoes, errors, flags, hostile, paths, rundir, safe_io, summary
 from bregflax.data import pipeline, run_data
 from bregflax.evaluation import metrics, plots, report
 from bregflax.nn import models
@@ -138,14 +138,20 @@ def write_reports(
     The reports are written in a temporary folder inside ``out``, then moved into place
     (``safe_io.publish_owned``): a report replaces only the same report of an earlier
     evaluation, unchanged since; a file of that name that is not one gets the report beside
-    it under a new name (``val-2.json``). Returns the paths written and those renamed."""
-    workdir = Path(workdir)
-    out = workdir / "eval" if out is None else Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    it under a new name (``val-2.json``). On object storage (``gs://``) each report is
+    uploaded whole under its name. Returns the paths written and those renamed."""
+    workdir = paths.path(workdir)
+    out = workdir / "eval" if out is None else paths.path(out)
+    paths.make_folder(out)
     check_outputs(workdir, out, split)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".reports-"))
+    remote = paths.is_remote(out)
+    stage = Path(tempfile.mkdtemp(dir=None if remote else out, prefix=".reports-"))
     try:
         staged = _write_staged(workdir, split, results, predictions, class_names, stage)
+        if remote:
+            for p in staged:
+                paths.write_bytes(out / p.name, p.read_bytes())
+            return [out / p.name for p in staged], []
         return safe_io.publish_owned(staged, out, REPORTS_MANIFEST)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -190,7 +196,7 @@ def _write_staged(workdir: Path, split, results, predictions, class_names, out: 
                 {workdir.name: workdir / "metrics.jsonl"}, out / "loss_curves.png"
             )
         )
-    return [Path(p) for p in written]
+    return [paths.path(p) for p in written]
 
 
 def report_names(split: str) -> list[str]:
@@ -203,14 +209,18 @@ def report_names(split: str) -> list[str]:
 def check_outputs(workdir: str | Path, out: str | Path, split: str) -> None:
     """ValueError (one line) if a report would land on a file of the run (its config,
     metrics, checkpoints), by any route: ``--out`` the workdir with ``--split=config``."""
-    workdir, out = Path(workdir), Path(out)
+    workdir, out = paths.path(workdir), paths.path(out)
     inputs = [workdir / rundir.CONFIG_FILE, workdir / "metrics.jsonl"]
     for name in report_names(split):
         target = out / name
         if not target.exists():
             continue
-        hit = next((p for p in inputs if safe_io.same_file(target, p)), None)
-        inside = (workdir / "checkpoints").resolve() in target.resolve().parents
+        if paths.is_remote(target):  # object storage has no links: the names decide
+            hit = next((p for p in inputs if str(p) == str(target)), None)
+            inside = str(target).startswith(f"{workdir / 'checkpoints'}/")
+        else:
+            hit = next((p for p in inputs if safe_io.same_file(target, p)), None)
+            inside = (workdir / "checkpoints").resolve() in target.resolve().parents
         if hit is not None or inside:
             raise ValueError(
                 f"the report {target} would replace {hit or target}, a file of the run: "
@@ -243,9 +253,9 @@ def evaluate_workdir(
     is skipped for the next one (see ``checkpoints.load_variables``); ``results["step"]``
     says which was evaluated.
     """
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     default = out is None
-    out = workdir / "eval" if default else Path(out)
+    out = workdir / "eval" if default else paths.path(out)
     if jax.process_index() == 0:
         advice = "; pass --out DIR to write the reports elsewhere" if default else ""
         rundir.ensure_writable(out, advice)
@@ -298,9 +308,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"error: cannot write the reports: {what}; none was half-written", file=sys.stderr)
         errors.quiet_exit(2)
-    out = Path(args.out) if args.out else Path(args.workdir) / "eval"
-    table = next(p for p in results["files"] if Path(p).name.startswith(f"{args.split}_table"))
-    print(Path(table).read_text())
+    out = paths.path(args.out) if args.out else paths.path(args.workdir) / "eval"
+    tables = [p for p in map(paths.path, results["files"]) if p.name.endswith(".md")]
+    print(next(p for p in tables if p.name.startswith(f"{args.split}_table")).read_text())
     print("wrote:\n  " + "\n  ".join(results["files"]))
     print(summary.evaluate_summary(results, args.workdir, out))
 

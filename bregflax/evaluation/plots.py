@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bregflax import paths as paths_lib
 from bregflax import safe_io
 from bregflax.evaluation import metrics
 
@@ -32,8 +33,8 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = paths_lib.path(path)
+    paths_lib.make_folder(path.parent)
     with safe_io.atomic_path(path) as temp:  # a reader never meets half a picture
         fig.savefig(temp, format="png")
     return path
@@ -157,7 +158,7 @@ def read_metrics_jsonl(path) -> list[dict]:
     """The records of a ``metrics.jsonl``; blank or unparsable lines (say a line cut short
     by a kill) are skipped."""
     records = []
-    for line in Path(path).read_text().splitlines():
+    for line in paths_lib.path(path).read_text().splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -197,7 +198,7 @@ def loss_curves_png(runs, path, title: str = "Training and validation loss") -> 
     run. ``runs`` is a ``metrics.jsonl`` path or a mapping label -> path, e.g.
     ``{"ResNet-110": a, "BReG-Net": b}``. A run with no loss records is named in the plot."""
     if not isinstance(runs, Mapping):
-        runs = {Path(runs).parent.name or "run": runs}
+        runs = {paths_lib.path(runs).parent.name or "run": runs}
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     empty = []

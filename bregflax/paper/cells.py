@@ -4,10 +4,10 @@ figure and their difference, every metric of each run group and of each run."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from bregflax import paths
 from bregflax.evaluation import report
 from bregflax.paper import stats
 
@@ -138,7 +138,7 @@ def run_metrics(results: Sequence[dict]) -> str:
     if not runs:
         return ""
     body = [
-        [Path(r["workdir"]).name]
+        [paths.path(r["workdir"]).name]
         + (
             [f"diverged at step {r['diverged']['step']}"] + [DASH] * (len(ARM_KEYS) - 1)
             if r.get("diverged")

@@ -4,11 +4,10 @@ a 95% interval and a verdict (``stats.paired``), and both arms' curves."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import ml_collections
 
-from bregflax import configs
+from bregflax import configs, paths
 from bregflax.configs import experiment
 from bregflax.evaluation import plots, report
 from bregflax.paper import published as paper
@@ -59,14 +58,14 @@ def claim_figures(results: Sequence[dict], out, scale: str, claims=()) -> str:
                 log
                 for r in sorted(rs, key=lambda r: r["experiment"]["seed"])
                 if r["experiment"]["seed"] in paired
-                and (log := Path(r["workdir"]) / "metrics.jsonl").exists()
+                and (log := paths.path(r["workdir"]) / "metrics.jsonl").exists()
             ]
             for side, c, rs in arms
         }
         if paired:
             title = f"{claim.name}: {claim.title} (mean ± sd over {len(paired)} paired seeds)"
             png = plots.arm_curves_png(
-                runs, Path(out) / f"claims_{claim.name}.png", CLAIM_CURVES, title
+                runs, paths.path(out) / f"claims_{claim.name}.png", CLAIM_CURVES, title
             )
             lines.append(f"![{claim.name}]({png.name})")
     return "## Curves per arm\n\n" + "\n\n".join(lines) + "\n\n" if lines else ""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bregflax import paths
 from bregflax.configs import experiment
 from bregflax.evaluation import diagnostics, plots, report
 from bregflax.paper import cells, stats
@@ -134,7 +135,7 @@ _BLOCK = re.compile(r"train/grad_norm/stage(\d+)_block(\d+)$")
 def block_norms(metrics_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(steps, norms[step, block]) of every residual block's logged gradient norm, blocks in
     order from the input to the output."""
-    records = plots.read_metrics_jsonl(metrics_path) if Path(metrics_path).exists() else []
+    records = plots.read_metrics_jsonl(metrics_path) if paths.path(metrics_path).exists() else []
     rows = [r for r in records if any(_BLOCK.match(k) for k in r)]
     if not rows:
         return np.zeros(0), np.zeros((0, 0))
@@ -168,7 +169,7 @@ def gradient_rows(results, depths) -> list[list[str]]:
             for shortcut in ("h3", "identity"):
                 first, last = {}, {}
                 for seed, r in runs_of(results, shortcut, d).items():
-                    steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
+                    steps, norms = block_norms(paths.path(r["workdir"]) / "metrics.jsonl")
                     if steps.size:
                         first[seed], last[seed] = measure(norms[0]), measure(norms[-1])
                 per[shortcut] = (first, last)
@@ -192,7 +193,7 @@ def gradients_png(results, depths, out: Path) -> Path:
             for shortcut in ("h3", "identity"):
                 profiles = []
                 for r in runs_of(results, shortcut, d).values():
-                    steps, norms = block_norms(Path(r["workdir"]) / "metrics.jsonl")
+                    steps, norms = block_norms(paths.path(r["workdir"]) / "metrics.jsonl")
                     if steps.size:
                         i = {"first log": 0, "middle": len(steps) // 2, "end": -1}[phase]
                         profiles.append(norms[i])
@@ -212,7 +213,7 @@ def gradients_png(results, depths, out: Path) -> Path:
 def epochs_to_fraction(metrics_path: Path, fraction: float = FRACTION) -> float | None:
     """The first epoch (linearly interpolated between validations) at which the validation
     accuracy reaches ``fraction`` of its final value; None without validations."""
-    records = plots.read_metrics_jsonl(metrics_path) if Path(metrics_path).exists() else []
+    records = plots.read_metrics_jsonl(metrics_path) if paths.path(metrics_path).exists() else []
     epochs, acc = plots.metric_series(records, "val/accuracy")
     if not epochs.size:
         return None
@@ -234,7 +235,7 @@ def convergence_rows(results, depths) -> list[list[str]]:
     rows = []
     for d, other in comparisons:
         a, b = ({s: v for s, r in runs_of(results, m, d).items()
-                 if (v := epochs_to_fraction(Path(r["workdir"]) / "metrics.jsonl")) is not None}
+                 if (v := epochs_to_fraction(f"{r['workdir']}/metrics.jsonl")) is not None}
                 for m in ("h3", other))  # fmt: skip
         p = stats.paired(a, b, higher_is_better=False)
         rows.append(
@@ -314,7 +315,7 @@ def _classes(results) -> list[str]:
 
 def render(results: Sequence[dict], out, scale: str) -> str:
     """The markdown of ``--table=depth`` (figures written into ``out``)."""
-    out = Path(out)
+    out = paths.path(out)
     depths, width, _, _ = experiment.DEPTH_STUDY[scale]
     table = report.markdown_table
     growth = {k: gap_growth(results, depths, k) for k in ("accuracy", "norm/f1")}

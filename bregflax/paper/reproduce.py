@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, echoes, errors, flags, hostile, safe_io, summary
+from bregflax import configs, echoes, errors, flags, hostile, paths, safe_io, summary
 from bregflax import data as data_lib
 from bregflax.configs import experiment
 from bregflax.evaluation import evaluate, plots
@@ -106,7 +106,7 @@ def run_experiment(
 
     The returned dict also holds ``workdir`` (not saved), where its ``metrics.jsonl`` is.
     """
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     done = workdir / "result.json"
     if done.exists():
         result = hostile.read_json(done, ADVICE)
@@ -215,7 +215,7 @@ def reproduce(
     runs of those names (``run_names_of``). Without ``train_missing`` nothing trains: the
     table holds the finished runs and names the others.
     """
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     repeats = REPEATS[scale] if repeats is None else repeats
     wanted = [t.strip() for t in only.split(",") if t.strip()]
     results, skipped, missing = [], {}, []
@@ -240,7 +240,7 @@ def reproduce(
             skipped[dataset] = str(e)
             log(f"  skip {dataset}: not prepared\n{e}")
     out = workdir / f"{f'table{table}' if table.isdigit() else table}.md"
-    workdir.mkdir(parents=True, exist_ok=True)
+    paths.make_folder(workdir)
     body = tables.render(table, results, workdir, scale, claims)
     safe_io.write_atomic(out, tables.header(table, scale, results, skipped, missing) + body)
     log(f"wrote {out}")
@@ -290,7 +290,9 @@ def main(argv=None) -> None:
         errors.fail(str(e))
     if args.data_dir:
         overrides["data.data_dir"] = args.data_dir
-    cache = Path(args.workdir) / "jax_cache" if args.compile_cache is None else args.compile_cache
+    cache = args.compile_cache
+    if cache is None:
+        cache = paths.path(args.workdir) / "jax_cache"
     if cache:
         enable_compile_cache(cache)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bregflax import paths
 from bregflax.configs import experiment
 from bregflax.evaluation import plots, report
 from bregflax.paper import claims as claims_lib
@@ -219,7 +220,7 @@ def render_fig5(results, out, scale) -> str:
         header += ["arousal/rmse"] if d in experiment.DIMENSIONAL else []
         parts.append(f"## {DATASET_NAMES[d]} ({d})\n\n" + report.markdown_table(header, rows))
     png = plots.metric_vs_png(
-        series, Path(out) / "fig5.png", "depth (6n + 3)", "Fig. 5: depth sweep (H3)"
+        series, paths.path(out) / "fig5.png", "depth (6n + 3)", "Fig. 5: depth sweep (H3)"
     )
     note = f"Paper: {paper.FIGURES['fig5']}; no cell to compare.\n\n"
     return note + "\n\n".join(parts) + f"\n\n![Fig. 5]({png.name})\n"
@@ -233,11 +234,11 @@ def render_fig6(results, out, scale) -> str:
         if r["config"]["data"]["source"] == "synthetic":
             name = "synthetic faces' valence/arousal"
         runs = cols.setdefault(f"{ARCH_NAMES[e['arch']]} ({r['model']})", {})
-        runs.setdefault(name, []).append(Path(r["workdir"]) / "metrics.jsonl")
+        runs.setdefault(name, []).append(paths.path(r["workdir"]) / "metrics.jsonl")
     cols = dict(sorted(cols.items(), key=lambda kv: not kv[0].startswith("ResNet")))
     png = plots.curve_panels_png(
         cols,
-        Path(out) / "fig6.png",
+        paths.path(out) / "fig6.png",
         {"training": "train/va_mse", "validation": "val/va_mse"},
         "MSE (valence, arousal)",
         "Fig. 6: the dimensional model's MSE loss (mean ± sd over seeds)",
@@ -261,7 +262,7 @@ def _finals(results: Sequence[dict], key: str) -> list[float]:
     """The last logged value of ``key`` in each run's ``metrics.jsonl``."""
     out = []
     for r in results:
-        records = plots.read_metrics_jsonl(Path(r["workdir"]) / "metrics.jsonl")
+        records = plots.read_metrics_jsonl(paths.path(r["workdir"]) / "metrics.jsonl")
         _, logged = plots.metric_series(records, key)
         out += [float(logged[-1])] if logged.size else []
     return out

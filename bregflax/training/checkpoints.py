@@ -24,7 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bregflax import echoes, errors, rundir
+from bregflax import echoes, errors, paths, rundir
 from bregflax.nn import models
 from bregflax.training.parallel import Parallel
 
@@ -142,7 +142,7 @@ def manager(workdir: str | Path, config: ml_collections.ConfigDict) -> ocp.Check
         best_mode=mode,
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(Path(workdir).absolute() / rundir.CHECKPOINTS_DIR, options=options)
+    return ocp.CheckpointManager(paths.absolute(workdir) / rundir.CHECKPOINTS_DIR, options=options)
 
 
 def reader(workdir: str | Path) -> ocp.CheckpointManager:
@@ -152,7 +152,7 @@ def reader(workdir: str | Path) -> ocp.CheckpointManager:
     three warnings each time.)"""
     options = ocp.CheckpointManagerOptions(create=False, lightweight_initialize=True)
     return ocp.CheckpointManager(
-        Path(workdir).absolute() / rundir.CHECKPOINTS_DIR,
+        paths.absolute(workdir) / rundir.CHECKPOINTS_DIR,
         options=options,
         item_handlers=ocp.StandardCheckpointHandler(),
     )
@@ -271,15 +271,15 @@ def _none_restores(directory, skipped: dict[int, str]) -> CheckpointError:
 
 def move_aside(workdir: str | Path, step: int) -> Path:
     """Moves damaged checkpoint ``step`` to ``workdir/damaged_checkpoints/`` (never deletes
-    it), so that the run can save that step again; returns where it went."""
-    source = Path(workdir).absolute() / rundir.CHECKPOINTS_DIR / str(step)
-    target = Path(workdir).absolute() / DAMAGED_DIR / str(step)
+    it), so that the run can save that step again; returns where it went. (On object storage
+    the move is a copy of each object, then its deletion.)"""
+    source = paths.absolute(workdir) / rundir.CHECKPOINTS_DIR / str(step)
+    target = paths.absolute(workdir) / DAMAGED_DIR / str(step)
     n = 0
     while target.exists():
         n += 1
         target = target.with_name(f"{step}.{n}")
-    target.parent.mkdir(exist_ok=True)
-    source.rename(target)
+    paths.move(source, target)
     return target
 
 
@@ -354,7 +354,7 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, template: dict)
         lambda x: ocp.ArrayRestoreArgs(dtype=x.dtype, sharding=x.sharding), template
     )
     args = ocp.args.PyTreeRestore(item=template, restore_args=restore_args, partial_restore=True)
-    path = Path(str(manager.directory)) / str(step) / "default"
+    path = paths.path(str(manager.directory)) / str(step) / "default"
     return ocp.PyTreeCheckpointer().restore(path, args=args)
 
 
@@ -371,9 +371,8 @@ def load_variables(
     config = rundir.read_config(workdir)
     checkpoints = reader(workdir)
     steps = ranked(checkpoints, which, config.best_metric, config.best_mode)
-    advice = (
-        f"Was {Path(workdir) / rundir.CONFIG_FILE} edited? Put back the values it was trained with."
-    )
+    config_file = paths.path(workdir) / rundir.CONFIG_FILE
+    advice = f"Was {config_file} edited? Put back the values it was trained with."
     check_fingerprint(checkpoints, steps[0], config, advice)  # before the config builds a model
     template = variables_template(config)
     variables, step, _ = restore_first(

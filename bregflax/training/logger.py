@@ -1,6 +1,8 @@
 """Training logs: ``metrics.jsonl``, TensorBoard events (tensorboardX) and a tqdm bar.
 
-Only process 0 writes; other processes get a logger that does nothing.
+Only process 0 writes; other processes get a logger that does nothing. On object storage
+(``gs://``) each row rewrites ``metrics.jsonl`` whole (there is no append) and tensorboardX
+uploads its event file whole at each flush.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 import jax
 import ml_collections
 from tqdm.auto import tqdm
+
+from bregflax import paths
 
 BAR_KEYS = {
     "train/loss": "loss",
@@ -32,12 +36,14 @@ def _step_of(line: str) -> float:
 def drop_rows_after(workdir: Path, step: int) -> None:
     """Removes ``metrics.jsonl``'s rows past ``step`` (a resumed run logs them again) and
     any row a crash cut short; the file is replaced whole, never left half written."""
-    path = workdir / "metrics.jsonl"
+    path = paths.path(workdir) / "metrics.jsonl"
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.endswith("\n") and _step_of(line) <= step]
-    if len(kept) < len(lines):
+    if len(kept) < len(lines) and paths.is_remote(path):  # one upload
+        paths.write_bytes(path, "".join(kept).encode())
+    elif len(kept) < len(lines):
         partial = path.with_name(path.name + ".partial")
         partial.write_text("".join(kept))
         partial.replace(path)
@@ -51,7 +57,7 @@ class MetricLogger:
         total_steps: int,
         initial_step: int = 0,
     ):
-        self.workdir = Path(workdir)
+        self.workdir = paths.path(workdir)
         self.config = config
         self.active = jax.process_index() == 0
         self._writer = None
@@ -75,8 +81,7 @@ class MetricLogger:
         if not self.active:
             return
         record = {"step": step, "epoch": round(epoch, 4), **metrics}
-        with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        paths.append_text(self.workdir / "metrics.jsonl", json.dumps(record) + "\n")
         for k, v in metrics.items():
             if math.isfinite(v):
                 self._writer.add_scalar(k, v, step)
