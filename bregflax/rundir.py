@@ -10,7 +10,6 @@ then an object created with a generation precondition (:func:`workdir_lock`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -111,17 +110,6 @@ def ensure_writable(folder: str | Path, advice: str = "") -> Path:
     return folder
 
 
-def _holder(fd: int) -> str:
-    """Who holds a lock file, from what it wrote: ``pid N on host H, since T``."""
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-    host = info.get("host", "an unknown host")
-    return f"pid {info.get('pid', '?')} on host {host}, since {since}"
-
-
 @contextlib.contextmanager
 def workdir_lock(workdir: str | Path) -> Iterator[Path]:
     """Holds ``workdir/run.lock`` while the block runs: one training run per workdir.
@@ -136,38 +124,21 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
             yield path
         return
     path = prepare_workdir(workdir) / LOCK_FILE
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise WorkdirError(f"cannot write to workdir {workdir} ({e.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise WorkdirBusyError(
-                f"workdir {workdir} is in use by another training run ({holder}); wait for it "
-                f"to end, or use another --workdir"
-            ) from None
-        try:  # the holder before may have removed the file between our open and flock
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
     try:
-        stale = os.pread(fd, 4096, 0)
-        if stale:
-            logging.info("took over the lock of a run that ended: %s", _holder(fd))
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        fd, holder = safe_io.take_flock(path)
+    except OSError as e:
+        raise WorkdirError(f"cannot write to workdir {workdir} ({e.strerror})") from None
+    if fd is None:
+        raise WorkdirBusyError(
+            f"workdir {workdir} is in use by another training run ({holder}); wait for it "
+            f"to end, or use another --workdir"
+        )
+    if holder:
+        logging.info("took over the lock of a run that ended: %s", holder)
+    try:
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
+        safe_io.release_flock(path, fd)
 
 
 # --------------------------------------------------------------------------- object storage
@@ -185,12 +156,6 @@ def _alive_here(info: dict) -> bool | None:
     except OSError:  # EPERM: alive, another user's
         return True
     return True
-
-
-def _describe(info: dict) -> str:
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-    host = info.get("host", "an unknown host")
-    return f"pid {info.get('pid', '?')} on host {host}, since {since}"
 
 
 @contextlib.contextmanager
@@ -222,12 +187,13 @@ def object_lock(workdir: str | os.PathLike) -> Iterator:
         except ValueError:
             info = {}
         if _alive_here(info) is not False:
+            holder = safe_io.describe_holder(info)
             raise WorkdirBusyError(
-                f"workdir {workdir} is in use by another training run ({_describe(info)}); "
+                f"workdir {workdir} is in use by another training run ({holder}); "
                 f"wait for it to end, or use another --workdir. If that run was killed, "
                 f"remove its lock: gcloud storage rm {path}"
             )
-        logging.info("took over the lock of a run that ended: %s", _describe(info))
+        logging.info("took over the lock of a run that ended: %s", safe_io.describe_holder(info))
         with contextlib.suppress(FileNotFoundError):
             paths.delete_if_generation(path, gen)
     else:

@@ -292,12 +292,46 @@ def publish_owned(
 # --------------------------------------------------------------------------- one writer
 
 
+def take_flock(lock: str | os.PathLike) -> tuple[int | None, str]:
+    """Takes the operating system's lock (``flock``, without waiting) on the file ``lock``,
+    created if need be and never through a symbolic link, and writes who holds it (pid,
+    host, start). Returns ``(fd, before)``, ``before`` the holder a run that ended left in
+    the file ("" if none), or ``(None, holder)`` when a live process holds it. The lock ends
+    with the process; :func:`release_flock` removes the file."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            return None, holder
+        try:  # the holder before may have removed the file between our open and flock
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    before = _holder(fd) if os.pread(fd, 1, 0) else ""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd, before
+
+
+def release_flock(lock: str | os.PathLike, fd: int) -> None:
+    """Removes the lock file taken by :func:`take_flock` and lets the lock go."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
+    os.close(fd)
+
+
 class OutputLock:
     """``with OutputLock(path, what):`` one process at a time writes ``path``.
 
-    The lock is the operating system's (``flock``) on ``.<name>.lock`` beside ``path``, so
-    it ends with the process; the file says who holds it (pid, host, start), for the
-    one-line :class:`OutputBusyError` a second writer gets. The file is removed on exit.
+    The lock is :func:`take_flock`'s on ``.<name>.lock`` beside ``path``, so it ends with
+    the process; a second writer gets the one-line :class:`OutputBusyError` naming the
+    first. The file is removed on exit.
     """
 
     def __init__(self, path: str | os.PathLike, what: str = "--out"):
@@ -307,34 +341,18 @@ class OutputLock:
         self.fd: int | None = None
 
     def __enter__(self) -> OutputLock:
-        while True:
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder(fd)
-                os.close(fd)
-                raise OutputBusyError(
-                    f"{self.what} {text_path(self.path)} is being written by another process "
-                    f"({holder}); wait for it to end, or choose another file"
-                ) from None
-            try:  # the holder before may have removed the file between our open and flock
-                if os.stat(self.lock).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        fd, holder = take_flock(self.lock)
+        if fd is None:
+            raise OutputBusyError(
+                f"{self.what} {text_path(self.path)} is being written by another process "
+                f"({holder}); wait for it to end, or choose another file"
+            )
         self.fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.lock)
-            os.close(self.fd)
+            release_flock(self.lock, self.fd)
             self.fd = None
 
 
@@ -343,5 +361,11 @@ def _holder(fd: int) -> str:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         info = {}
+    return describe_holder(info if isinstance(info, dict) else {})
+
+
+def describe_holder(info: dict) -> str:
+    """Who holds a lock, from what it wrote: ``pid N on host H, since T``."""
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, since {since}"
+    host = info.get("host", "an unknown host")
+    return f"pid {info.get('pid', '?')} on host {host}, since {since}"
