@@ -140,7 +140,8 @@ def plan(suite) -> None:
 
 
 def _curve(workdir: Path) -> dict:
-    records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
+    path = workdir / "metrics.jsonl"  # absent when a guard stopped the run before it logged
+    records = plots.read_metrics_jsonl(path) if path.is_file() else []
     val = [(r["epoch"], r["val/accuracy"]) for r in records if "val/accuracy" in r]
     rates = [r["train/images_per_sec"] for r in records if "train/images_per_sec" in r]
     best = max(val, key=lambda v: v[1], default=(None, None))
@@ -212,6 +213,10 @@ def train_arm(suite, key: str) -> str | None:
         record["stopped"] = str(e)
     record["train_s"] = round(time.perf_counter() - began, 1)
     record.update(_curve(workdir))
+    if not record["epochs_done"]:  # no epoch validated, so no best checkpoint to evaluate
+        write_runs_tar(suite)
+        stopped = record.get("stopped", "stopped")
+        return f"{stopped} before its first epoch ended: nothing to evaluate"
     try:
         with time_guard(_step_guard_s(suite, EVAL_S[suite.scale.table]), "the evaluation's guard"):
             gpu_guard.fault("evaluate")

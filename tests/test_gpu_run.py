@@ -406,3 +406,50 @@ def test_gpu_run_kills_a_stalled_stage_and_marks_it(repo_root, tmp_path):
     assert check["status"] == "killed" and "killed by timeout after 45 s" in check["reason"]
     assert "the test scale failed (exit 124; check killed)" in run.stdout
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def _planned_arm(tmp_path, monkeypatch) -> gpu_suite.Suite:
+    """A suite whose plan gives bregnet_regular a guard of about 1 s and its evaluation 1 s."""
+    monkeypatch.setattr(gpu_table2, "GUARD_SLACK_S", 0.0)
+    monkeypatch.setattr(gpu_table2, "EVAL_S", {"test": 0.1})
+    suite = _suite(tmp_path)
+    cost = {"epoch_s": 0.2, "fixed_s": 0.3}
+    suite.results["table2"] = {"arms": {}, "plan": {
+        "dtype": "float32", "epochs": 1, "weighted": True,
+        "costs": {"bregnet_regular": cost, "resnet_regular": cost},
+    }}  # fmt: skip
+    return suite
+
+
+def test_a_run_stopped_before_its_first_epoch_is_recorded_not_an_error(tmp_path, monkeypatch):
+    suite = _planned_arm(tmp_path, monkeypatch)
+    monkeypatch.setattr(gpu_table2.train, "train_and_evaluate", lambda config, w: time.sleep(60))
+    suite.run("table2_bregnet", lambda s: gpu_table2.train_arm(s, "bregnet_regular"), 1.0, 1.0)
+    stage = suite.results["stages"]["table2_bregnet"]
+    assert stage["status"] == "skipped" and stage["seconds"] < 10
+    assert stage["reason"].startswith("stopped by the run's time guard after 1 s before its first")
+    arm = suite.results["table2"]["arms"]["bregnet_regular"]
+    assert arm["epochs_done"] == 0 and "val" not in arm
+    assert (tmp_path / "out" / "runs.tar.gz").is_file()
+    suite.run("weights", gpu_table2.weights, 1.0, 1.0)  # nothing to package: said, not failed
+    assert suite.results["stages"]["weights"]["status"] == "skipped"
+
+
+def test_an_evaluation_that_overruns_its_guard_stops_its_stage_only(tmp_path, monkeypatch):
+    suite = _planned_arm(tmp_path, monkeypatch)
+
+    def one_epoch(config, workdir):  # training that logged one validated epoch
+        workdir.mkdir(parents=True)
+        (workdir / "metrics.jsonl").write_text('{"epoch": 1.0, "val/accuracy": 0.5}\n')
+
+    monkeypatch.setattr(gpu_table2.train, "train_and_evaluate", one_epoch)
+    monkeypatch.setenv(gpu_guard.FAULTS_ENV, "evaluate=hang")
+    suite.run("table2_bregnet", lambda s: gpu_table2.train_arm(s, "bregnet_regular"), 1.0, 1.0)
+    stage = suite.results["stages"]["table2_bregnet"]
+    assert stage["status"] == "timeout" and stage["seconds"] < 10
+    assert stage["reason"] == "stopped by the evaluation's guard after 1 s"
+    assert suite.results["table2"]["arms"]["bregnet_regular"]["epochs_done"] == 1
+    with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:  # written all the same
+        assert "bregnet_regular/metrics.jsonl" in tar.getnames()
+    suite.run("next", lambda s: None, 1.0, 1.0)
+    assert suite.results["stages"]["next"]["status"] == "ok"
