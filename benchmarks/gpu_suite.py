@@ -320,4 +320,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written. Work a time guard abandoned (train steps already dispatched, the
+    # input pipeline's threads) would otherwise hold the exit until it drains: minutes on a
+    # CPU (seen in the rehearsal), forever after a stuck kernel.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
