@@ -453,3 +453,28 @@ def test_an_evaluation_that_overruns_its_guard_stops_its_stage_only(tmp_path, mo
         assert "bregnet_regular/metrics.jsonl" in tar.getnames()
     suite.run("next", lambda s: None, 1.0, 1.0)
     assert suite.results["stages"]["next"]["status"] == "ok"
+
+
+def test_a_guard_fires_again_when_its_timeup_is_swallowed(monkeypatch):
+    monkeypatch.setattr(gpu_guard, "REFIRE_S", 0.5)
+    began = time.perf_counter()
+    with pytest.raises(gpu_guard.TimeUp):
+        with gpu_guard.time_guard(1, "guard"):
+            try:
+                time.sleep(30)
+            except gpu_guard.TimeUp:  # dropped, as "Exception ignored in" a callback does
+                pass
+            time.sleep(30)
+    assert time.perf_counter() - began < 5
+
+
+def test_the_alarm_waits_for_code_that_would_drop_the_timeup(monkeypatch):
+    def _xla_gc_callback():  # named as jax's garbage-collection callback
+        return sys._getframe()
+
+    with gpu_guard.time_guard(30, "guard") as gid:
+        deadline, what = gpu_guard._active[gid]
+        monkeypatch.setitem(gpu_guard._active, gid, (time.monotonic() - 1, what))
+        gpu_guard._expire(signal.SIGALRM, _xla_gc_callback())  # deferred: no TimeUp here
+        with pytest.raises(gpu_guard.TimeUp):
+            time.sleep(5)  # but right after
