@@ -1,10 +1,10 @@
 """The measuring stages of benchmarks/gpu_suite.py: ``check``, ``throughput``, ``pipeline``.
 
 * ``check``: one train step on the accelerator (``jax.devices()[0]``) against the same step on
-  the CPU backend, from the same state and batch, at matmul precision "highest": parameter
-  updates within ``CHECK_RTOL`` of each parameter's largest update, loss, gradient norm and
-  BatchNorm statistics within ``CHECK_RTOL / 100``. The difference at the default precision
-  (TF32 on NVIDIA GPUs, unless XLA is told otherwise) is reported beside it.
+  the CPU backend, from the same state and batch, at matmul precision "highest" (no TF32):
+  loss, gradient norm, BatchNorm statistics and the parameter update each within
+  ``CHECK_TOL`` (justified there, from float32 against float64). The difference at the default
+  precision (TF32 on NVIDIA GPUs) is reported beside it, unchecked.
 * ``throughput``: train-step images/s (benchmarks/throughput.py's harness) of each model,
   batch and dtype; FLOPs per step from XLA's cost analysis of the lowered step and the
   fraction of the measured ``jnp.dot`` rate of that dtype reached; PyTorch's twin
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from benchmarks import throughput
+from benchmarks import gpu_guard, throughput
 from bregflax import data as data_lib
 from bregflax.data import pipeline
 from bregflax.paper import published as paper
@@ -36,7 +36,31 @@ from bregflax.training import state, steps
 from bregflax.training.parallel import Parallel
 
 AFFECTNET_TRAIN = 287_651  # images in one AffectNet training epoch (the paper's timing)
-CHECK_RTOL = 1e-3
+# The check's tolerances, from the error float32 itself makes in this step. One BReGNet39 train
+# step (batch 8, the check's state and batch) on XLA:CPU in float32 against the same step in
+# float64 (jax_enable_x64, every leaf cast; jax 0.10.2, 2026-12-03) differed by: loss 7.6e-7,
+# gradient norm 5.4e-4 (of 193), BatchNorm statistics 3.0e-6 (worst leaf, of its largest
+# magnitude: stage2's running means), parameter update 2.3e-2 in L2 over every parameter and
+# 0.13 in its worst leaf (stage2_block1's conv2 kernel): 39 layers of float32 sums, with
+# BatchNorm's variance (flax's E[x^2] - E[x]^2) and backward pass, amplify rounding that much.
+# Two float32 implementations that share the forward pass (the phased convolutions against
+# XLA's) agree far closer (update 2.5e-6 in L2), so that pair would understate a GPU: cuDNN's
+# convolutions and XLA:GPU's reductions sum in other orders in the forward pass too, so the
+# GPU's float32 result carries an error of the same size as the CPU's, independently: the two
+# may differ by about twice it. Each tolerance is about 10 times the float32 error (a factor 2
+# for two independent errors, 5 for other batches and algorithms: cuDNN may pick Winograd or
+# FFT convolutions); what a real defect gives (a wrong layout, sign or missing term) is of
+# order 1. The old 1e-5 on BatchNorm statistics was 3.3 times the CPU's own error and the old
+# 1e-3 of each leaf's largest update 130 times under it. The worst leaf's update is shown, not
+# checked. TF32 (10 mantissa bits against float32's 23) would exceed these: the check runs at
+# jax_default_matmul_precision "highest" on both backends (no TF32) and reports "default"
+# (TF32 on NVIDIA GPUs) beside it, unchecked.
+CHECK_TOL = {
+    "loss_rel": 1e-5,
+    "grad_norm_rel": 5e-3,
+    "batch_stats_rel": 3e-5,
+    "update_l2_rel": 0.25,
+}
 THROUGHPUT_END = 0.42  # the fraction of the budget after which no throughput row starts
 
 
@@ -80,15 +104,32 @@ def _worst(a, b, scale_of) -> float:
     return worst
 
 
+def _l2_rel(a, b) -> float:
+    """||a - b|| / ||b|| over every leaf of the two trees together (float64 sums)."""
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    num = den = 0.0
+    for x, y in pairs:
+        y = np.asarray(y, np.float64)
+        num += float(np.sum((np.asarray(x, np.float64) - y) ** 2))
+        den += float(np.sum(y**2))
+    return (num / den) ** 0.5 if den else num**0.5
+
+
 def compare_steps(accel: dict, cpu: dict, start_params) -> dict:
-    """Differences of one step's results, each relative to its own scale (see CHECK_RTOL)."""
+    """Differences of one step's results, each relative to its own scale (see CHECK_TOL)."""
     minus = lambda tree: jax.tree.map(lambda p, p0: np.asarray(p) - p0, tree, start_params)  # noqa: E731
-    update_cpu = minus(cpu["params"])
-    scalars = {k: cpu["metrics"][k] for k in ("loss", "grad_norm")}
+    update_accel, update_cpu = minus(accel["params"]), minus(cpu["params"])
+
+    def rel(key: str) -> float:
+        a, b = float(accel["metrics"][key]), float(cpu["metrics"][key])
+        return abs(a - b) / (abs(b) or 1.0)
+
     return {
-        "update_rel": _worst(minus(accel["params"]), update_cpu, update_cpu),
+        "loss_rel": rel("loss"),
+        "grad_norm_rel": rel("grad_norm"),
         "batch_stats_rel": _worst(accel["stats"], cpu["stats"], cpu["stats"]),
-        "loss_grad_norm_rel": _worst({k: accel["metrics"][k] for k in scalars}, scalars, scalars),
+        "update_l2_rel": _l2_rel(update_accel, update_cpu),
+        "update_worst_leaf_rel": _worst(update_accel, update_cpu, update_cpu),  # shown, not checked
         "loss": float(cpu["metrics"]["loss"]),
     }
 
@@ -113,12 +154,9 @@ def check(suite) -> None:
         out["default"] = compare_steps(
             _one_step(accel, host_state, local, "default", va), on_cpu, host_state.params
         )
-    h = out["highest"]
-    out["rtol"] = CHECK_RTOL
-    out["passed"] = bool(
-        h["update_rel"] <= CHECK_RTOL
-        and max(h["batch_stats_rel"], h["loss_grad_norm_rel"]) <= CHECK_RTOL / 100
-    )
+    out["tolerance"] = dict(CHECK_TOL)
+    out["failed"] = [k for k, tol in CHECK_TOL.items() if not out["highest"][k] <= tol]
+    out["passed"] = not out["failed"]
     suite.results["check"] = out
 
 
@@ -166,7 +204,38 @@ def torch_runner(config, variables, dtype: str) -> throughput.Runner:
     return throughput.Runner("torch", step, n)
 
 
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"[:500]
+
+
+def _torch_timed(jax_runner, config, variables, dtype: str, repeats: int, key: str):
+    """Times JAX beside PyTorch's twin; a PyTorch failure (building, warming up or timing)
+    costs only PyTorch's figure: JAX is then timed alone. Returns (timings, torch error)."""
+    try:
+        gpu_guard.fault("torch")
+        gpu_guard.fault(f"torch:{key}")
+        torch_run = torch_runner(config, variables, dtype)
+        torch_run.step()  # fails here, not half-way through the interleaved timing
+        return throughput.time_interleaved([jax_runner, torch_run], repeats), None
+    except Exception as e:
+        print(f"throughput {key}: PyTorch failed, JAX timed alone: {_error(e)}", flush=True)
+        _free_torch()
+        return throughput.time_interleaved([jax_runner], repeats), _error(e)
+
+
+def _free_torch() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # a broken CUDA context: the next row records its own error
+        pass
+
+
 def throughput_row(suite, model: str, dtype: str, batch: int, with_torch: bool) -> dict:
+    key = f"{model} {dtype} batch {batch}"
+    gpu_guard.fault(f"jax:{key}")
     config = suite.config(arch_of(model), dtype=dtype, batch=batch)
     config.model.name = model
     step_fn, initial, device_batch = throughput.train_step_setup(config, local=host_batch(config))
@@ -183,10 +252,14 @@ def throughput_row(suite, model: str, dtype: str, batch: int, with_torch: bool) 
         holder["state"], metrics = compiled(holder["state"], device_batch, None)
         jax.block_until_ready((holder["state"], metrics))
 
-    runners = [throughput.Runner("jax", step, batch)]
+    jax_runner = throughput.Runner("jax", step, batch)
+    torch_error = None
     if with_torch:
-        runners.append(torch_runner(config, variables, dtype))
-    timings = throughput.time_interleaved(runners, suite.scale.repeats)
+        timings, torch_error = _torch_timed(
+            jax_runner, config, variables, dtype, suite.scale.repeats, key
+        )
+    else:
+        timings = throughput.time_interleaved([jax_runner], suite.scale.repeats)
     jax_t = timings["jax"]
     ips, median = jax_t["images_per_s"], jax_t["median_step_s"]
     paper_s = paper.TIMING[arch_of(model)]["seconds_per_epoch"]
@@ -201,25 +274,41 @@ def throughput_row(suite, model: str, dtype: str, batch: int, with_torch: bool) 
     if "torch" in timings:
         row["torch_images_per_s"] = timings["torch"]["images_per_s"]
         row["jax_over_torch"] = ips / row["torch_images_per_s"]
+    if torch_error:
+        row["torch_error"] = torch_error
     return row
 
 
-def throughput_stage(suite) -> None:
-    s = suite.scale
-    out = suite.results["throughput"] = {"rows": [], "skipped": [], "repeats": s.repeats}
-    out["matmul"] = {d: matmul_tflops(s.matmul_n, d) for d in s.dtypes}
-    out["matmul_n"] = s.matmul_n
-    with_torch = importlib.util.find_spec("torch") is not None
-    if with_torch:
+def torch_info() -> dict:
+    """PyTorch's version and TF32 settings, or a ``note`` saying why there is no PyTorch."""
+    if importlib.util.find_spec("torch") is None:
+        return {"note": "torch is not installed here: no PyTorch comparison"}
+    try:
         import torch
 
-        out["torch"] = {
+        return {
             "version": torch.__version__,
             "cuda": torch.cuda.is_available(),
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         }
-    else:
-        out["torch_note"] = "torch is not installed here: no PyTorch comparison"
+    except Exception as e:  # a torch that does not import: no PyTorch column
+        return {"note": f"torch does not import: {_error(e)}"}
+
+
+def throughput_stage(suite) -> None:
+    """Every row; one that fails (JAX or PyTorch) is recorded in ``failed`` (PyTorch alone:
+    ``torch_error`` in its row) and the next row runs."""
+    s = suite.scale
+    out = suite.results["throughput"] = {
+        "rows": [], "skipped": [], "failed": [], "repeats": s.repeats,
+        "matmul_precision": jax.config.jax_default_matmul_precision,
+    }  # fmt: skip
+    out["matmul"] = {d: matmul_tflops(s.matmul_n, d) for d in s.dtypes}
+    out["matmul_n"] = s.matmul_n
+    info = torch_info()
+    with_torch = "version" in info
+    out["torch" if with_torch else "torch_note"] = info if with_torch else info["note"]
     suite.save()
     for batch in s.batches:  # the training batch first: Table II's plan reads it
         for model in s.models:
@@ -229,14 +318,15 @@ def throughput_stage(suite) -> None:
                     out["skipped"].append(key)
                     continue
                 print(f"[{suite.elapsed():6.1f} s] throughput {key}", flush=True)
-                out["rows"].append(throughput_row(suite, model, dtype, batch, with_torch))
+                try:
+                    out["rows"].append(throughput_row(suite, model, dtype, batch, with_torch))
+                except Exception as e:  # this row alone: the next one runs
+                    print(f"throughput {key} failed: {_error(e)}", flush=True)
+                    out["failed"].append({"row": key, "error": _error(e)})
                 gc.collect()
                 suite.save()
     if with_torch:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_torch()
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -288,8 +378,8 @@ def pipeline_stage(suite) -> None:
     suite.results["pipeline"] = out
 
 
-STAGES = (  # as gpu_suite.STAGES: name, function, the fraction of the budget to start by
-    ("check", check, 0.12),
-    ("throughput", throughput_stage, THROUGHPUT_END),
-    ("pipeline", pipeline_stage, 0.47),
+STAGES = (  # as gpu_suite.STAGES: name, function, the fractions to start by and stop at
+    ("check", check, 0.12, 0.25),
+    ("throughput", throughput_stage, THROUGHPUT_END, 0.50),
+    ("pipeline", pipeline_stage, 0.47, 0.56),
 )

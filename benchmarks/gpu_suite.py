@@ -4,9 +4,14 @@ in one process, each stage under a share of one time budget.
     python -m benchmarks.gpu_suite --out=DIR [--scale=full|test] [--budget-s=S]
         [--data=DIR] [--work=DIR] [--epochs=N] [--train-dtype=auto|float32|bfloat16]
 
-Stages, in order (``STAGES``), each started only while its share of the budget is left;
-each ends by rewriting ``DIR/results.json`` and ``DIR/report.md`` (benchmarks/gpu_report.py),
-so a run cut short keeps what finished; a stage that fails leaves the others to run:
+Stages, in order (``STAGES``), each started only while its share of the budget is left and
+stopped by a time guard (benchmarks/gpu_guard.py) at the end of its share; each is recorded
+as ``running`` when it starts and rewrites ``DIR/results.json`` and ``DIR/report.md``
+(benchmarks/gpu_report.py) when it ends, so a run cut short keeps what finished; a stage that
+fails (status ``error``) or overruns (``timeout``) leaves the others to run; the exit status
+is 1 when one failed, else 3 when one overran, else 0. ``--mark-killed=REASON`` marks the
+stage a killed run left ``running`` as ``killed`` (scripts/gpu_run.sh runs it after
+``timeout`` ends a scale):
 
 * ``env``: devices, versions, the host (here);
 * ``check``, ``throughput``, ``pipeline``: benchmarks/gpu_measure.py;
@@ -40,13 +45,19 @@ if __package__ in (None, ""):
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import gpu_measure, gpu_report, gpu_table2  # noqa: E402
+from benchmarks import gpu_guard, gpu_measure, gpu_report, gpu_table2  # noqa: E402
 from bregflax import configs  # noqa: E402
 from bregflax import data as data_lib  # noqa: E402
 from bregflax.data import arrays  # noqa: E402
 from bregflax.training import xla_cpu
 
 DEFAULT_DATA = Path(".carry") / "fer2013"  # scripts/gpu_prepare.sh writes it
+FAILED = ("error", "killed")  # stage statuses that fail the run (exit 1)
+EXIT_TIMEOUT = 3  # no stage failed, but one was stopped by its time guard
+# A stage's guard is never shorter than this (or MIN_GUARD_DEFAULT_S), unless the budget ends
+# sooner: no guard outlasts the budget (scripts/gpu_run.sh's `timeout` allows a little more).
+MIN_GUARD_S = {"env": 30.0, "check": 30.0}
+MIN_GUARD_DEFAULT_S = 5.0
 VERSIONS = (
     "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "grain", "ml_collections",
     "tensorboardX", "opencv-python-headless", "torch",
@@ -135,36 +146,69 @@ class Suite:
         config.batch_size = batch or config.batch_size
         return config
 
-    def run(self, name: str, fn, end: float) -> None:
-        """Runs stage ``fn(self)`` unless the clock is past ``end`` (a fraction of the budget);
-        a stage that returns a string was skipped, for that reason."""
-        record: dict = {"status": "ok"}
-        if self.elapsed() >= end * self.budget_s:
-            record = {"status": "skipped", "reason": f"no time left at {self.elapsed():.0f} s"}
+    def run(self, name: str, fn, start_by: float, end_by: float) -> None:
+        """Runs stage ``fn(self)`` unless the clock is past ``start_by`` (a fraction of the
+        budget), under a time guard that stops it at ``end_by``; a stage that returns a string
+        was skipped, for that reason."""
+        now = self.elapsed()
+        if now >= start_by * self.budget_s:
+            record = {"status": "skipped", "reason": f"no time left at {now:.0f} s"}
         else:
+            share = end_by * self.budget_s - now
+            guard_s = min(max(share, MIN_GUARD_S.get(name, MIN_GUARD_DEFAULT_S)), self.left())
+            self.results["stages"][name] = {"status": "running", "guard_s": round(guard_s, 1)}
+            self.save()
             began = time.perf_counter()
-            print(f"[{self.elapsed():6.1f} s] stage {name}", flush=True)
+            print(f"[{now:6.1f} s] stage {name} (guard {guard_s:.0f} s)", flush=True)
+            record = {"status": "ok"}
             try:
-                reason = fn(self)
+                with gpu_guard.time_guard(guard_s, f"stage {name}'s time guard"):
+                    gpu_guard.fault(name)
+                    reason = fn(self)
                 if isinstance(reason, str):
                     record = {"status": "skipped", "reason": reason}
+            except gpu_guard.TimeUp as e:  # the stage overran: what it saved so far stays
+                record = {"status": "timeout", "reason": str(e)}
+                print(f"[{self.elapsed():6.1f} s] stage {name}: {e}", flush=True)
             except Exception as e:  # a stage that fails leaves the others to run
                 traceback.print_exc()
                 record = {"status": "error", "error": f"{type(e).__name__}: {e}"[:2000]}
             record["seconds"] = round(time.perf_counter() - began, 2)
+            record["guard_s"] = round(guard_s, 1)
         self.results["stages"][name] = record
         self.save()
 
     def save(self) -> None:
         self.results["elapsed_s"] = round(self.elapsed(), 1)
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name, text in (
-            ("results.json", json.dumps(self.results, indent=1, default=_plain) + "\n"),
-            ("report.md", gpu_report.render(self.results)),
-        ):
-            partial = self.out / f".{name}.partial"
-            partial.write_text(text)
-            partial.replace(self.out / name)
+        write_results(self.out, self.results)
+
+
+def write_results(out: Path, results: dict) -> None:
+    """``out/results.json`` and ``out/report.md``, each replaced atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("results.json", json.dumps(results, indent=1, default=_plain) + "\n"),
+        ("report.md", gpu_report.render(results)),
+    ):
+        partial = out / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(out / name)
+
+
+def mark_killed(out: Path, reason: str, scale: str = "?") -> list[str]:
+    """Marks the stages ``out/results.json`` left ``running`` as ``killed`` for ``reason``
+    (a run killed before its first stage gets a results.json that says so)."""
+    path = out / "results.json"
+    if path.is_file():
+        results = json.loads(path.read_text())
+    else:
+        results = {"scale": scale, "budget_s": 0, "started": "?", "stages": {}}
+    killed = [n for n, r in results["stages"].items() if r["status"] == "running"]
+    for name in killed:
+        results["stages"][name].update(status="killed", reason=reason)
+    results["killed"] = reason
+    write_results(out, results)
+    return killed
 
 
 def _plain(value):
@@ -196,6 +240,7 @@ def environment(suite: Suite) -> None:
             versions[dist] = importlib.metadata.version(dist)
     devices = [{"id": d.id, "platform": d.platform, "kind": d.device_kind} for d in jax.devices()]
     env = {
+        "matmul_precision": jax.config.jax_default_matmul_precision,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -209,7 +254,10 @@ def environment(suite: Suite) -> None:
     if shutil.which("nvidia-smi"):
         query = "--query-gpu=name,driver_version,memory.total,clocks.max.sm"
         smi = subprocess.run(
-            ["nvidia-smi", query, "--format=csv,noheader"], capture_output=True, text=True
+            ["nvidia-smi", query, "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         env["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
     suite.results["env"] = env
@@ -217,8 +265,8 @@ def environment(suite: Suite) -> None:
 
 # --------------------------------------------------------------------------- main
 
-STAGES = (  # name, function, the fraction of the budget by which it must have started
-    ("env", environment, 0.02),
+STAGES = (  # name, function, the fractions of the budget by which it starts and is stopped
+    ("env", environment, 0.02, 0.06),
     *gpu_measure.STAGES,
     *gpu_table2.STAGES,
 )
@@ -233,6 +281,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default="", help="training runs and caches (default: a tmp dir)")
     p.add_argument("--epochs", type=int, default=0, help="Table II epochs (default: the scale's)")
     p.add_argument("--train-dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument(
+        "--matmul-precision", default="default", choices=["default", "high", "highest"],
+        help="jax_default_matmul_precision of the throughput and Table II steps: 'default' lets "
+        "float32 convolutions and matmuls use TF32 on NVIDIA GPUs, as PyTorch's cuDNN does "
+        "(torch.backends.cudnn.allow_tf32); the check sets its own",
+    )  # fmt: skip
+    p.add_argument("--mark-killed", default="", metavar="REASON",
+                   help="only mark the stages left running in --out as killed")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -240,16 +296,34 @@ def main(argv=None) -> int:
     xla_cpu.apply()  # before jax computes anything (the CPU backend of the check trains too)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # PyTorch shares the GPU
     args = parse_args(argv)
+    if args.mark_killed:
+        killed = mark_killed(Path(args.out), args.mark_killed, args.scale)
+        print(f"marked {killed or 'no stage'} killed in {args.out}: {args.mark_killed}")
+        return 0
+    # Deliberate, not left to the backend: on NVIDIA GPUs "default" is TF32 for float32.
+    jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    gpu_guard.scale = args.scale
     suite = Suite(args)
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the training runs reuse the steps
         jax.config.update("jax_compilation_cache_dir", str(suite.work / "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    for name, fn, end in STAGES:
-        suite.run(name, fn, end)
-    errors = [n for n, r in suite.results["stages"].items() if r["status"] == "error"]
-    print(f"[{suite.elapsed():6.1f} s] done; wrote {suite.out}; failed stages: {errors or 'none'}")
-    return 1 if errors else 0
+    for name, fn, start_by, end_by in STAGES:
+        suite.run(name, fn, start_by, end_by)
+    stages = suite.results["stages"]
+    errors = [n for n, r in stages.items() if r["status"] in FAILED]
+    timeouts = [n for n, r in stages.items() if r["status"] == "timeout"]
+    print(
+        f"[{suite.elapsed():6.1f} s] done; wrote {suite.out}; failed stages: {errors or 'none'}; "
+        f"stopped by their time guard: {timeouts or 'none'}"
+    )
+    return 1 if errors else EXIT_TIMEOUT if timeouts else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written. Work a time guard abandoned (train steps already dispatched, the
+    # input pipeline's threads) would otherwise hold the exit until it drains: minutes on a
+    # CPU (seen in the rehearsal), forever after a stuck kernel.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

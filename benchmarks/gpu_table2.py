@@ -9,21 +9,21 @@
 * ``table2_bregnet``, ``table2_resnet``, ``table2_weighted``: one training run each
   (``train.train_and_evaluate`` on the arrays source), stopped by a time guard if it runs
   past 1.3 times its plan or into the time the later stages need; then every metric of its
-  best checkpoint on val (``evaluate.evaluate_workdir``). ``OUT/runs.tar.gz`` holds each
+  best checkpoint on val (``evaluate.evaluate_workdir``), under its own guard
+  (``STEP_GUARD_FACTOR`` times ``EVAL_S`` + ``GUARD_SLACK_S``). ``OUT/runs.tar.gz`` holds each
   run's config, metrics.jsonl and evaluation reports.
 * ``weights`` (after the first run, before ResNet110 trains): the best BReGNet39 checkpoint
   in float16, in the layout of ``bregflax/weights/fer2013`` (``scripts/package_weights.py``
   scores it), as ``OUT/fer2013-paper.tar``; unpacked into ``bregflax/weights/`` it is
   ``Predictor.from_pretrained("fer2013-paper")``. ``weights_best`` repackages the weighted
-  run instead when it scores higher on val.
+  run instead when it scores higher on val. Packaging is guarded like an evaluation
+  (``WEIGHTS_S``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import tarfile
 import time
 from pathlib import Path
@@ -32,6 +32,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from benchmarks import gpu_guard
+from benchmarks.gpu_guard import TimeUp, time_guard
 from bregflax import data as data_lib
 from bregflax.configs import experiment
 from bregflax.evaluation import evaluate, plots, report, shipped
@@ -45,6 +47,7 @@ FILE_LIMIT = 16 * 10**6  # bytes in one file the device run brings back
 BF16_GAIN = 1.15
 GUARD_FACTOR = 1.3  # a run may overrun its planned time by this factor (+ GUARD_SLACK_S)
 GUARD_SLACK_S = 15.0
+STEP_GUARD_FACTOR = 3.0  # an evaluation or a packaging may overrun its plan by this factor
 EPOCH_OVERHEAD_S = {"paper": 1.5, "test": 0.5}  # checkpoint, logging, validation start
 EVAL_S = {"paper": 25.0, "test": 8.0}  # one run's best checkpoint, every metric
 WEIGHTS_S = {"paper": 40.0, "test": 10.0}  # packaging: scoring as shipped, the tar
@@ -57,24 +60,12 @@ RUN_FILES = ("config.json", "metrics.jsonl", "eval/val.json", "eval/val_table.md
              "eval/val_per_class.md")  # fmt: skip
 
 
-class TimeUp(Exception):
-    """A training run reached its time guard; its checkpoints so far are kept."""
-
-
-@contextlib.contextmanager
-def time_guard(seconds: float):
-    """Raises TimeUp in the main thread after ``seconds`` (between two Python operations)."""
-
-    def expire(signum, frame):
-        raise TimeUp(f"stopped by the time guard after {seconds:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1.0))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def _step_guard_s(suite, planned_s: float) -> float:
+    """Seconds an evaluation or a packaging planned at ``planned_s`` may take: STEP_GUARD_FACTOR
+    times its plan (+ GUARD_SLACK_S), never past the budget's end. Generous (the plan's
+    EVAL_S and WEIGHTS_S are estimates, and stopping one loses a run's results): it is there
+    for one that hangs."""
+    return max(min(STEP_GUARD_FACTOR * planned_s + GUARD_SLACK_S, suite.left()), 1.0)
 
 
 # --------------------------------------------------------------------------- plan
@@ -152,7 +143,8 @@ def plan(suite) -> None:
 
 
 def _curve(workdir: Path) -> dict:
-    records = plots.read_metrics_jsonl(workdir / "metrics.jsonl")
+    path = workdir / "metrics.jsonl"  # absent when a guard stopped the run before it logged
+    records = plots.read_metrics_jsonl(path) if path.is_file() else []
     val = [(r["epoch"], r["val/accuracy"]) for r in records if "val/accuracy" in r]
     rates = [r["train/images_per_sec"] for r in records if "train/images_per_sec" in r]
     best = max(val, key=lambda v: v[1], default=(None, None))
@@ -216,15 +208,27 @@ def train_arm(suite, key: str) -> str | None:
     suite.save()
     began = time.perf_counter()
     try:
-        with time_guard(guard):
+        with time_guard(guard, "the run's time guard") as own:
             train.train_and_evaluate(config, workdir)
     except TimeUp as e:
+        if e.guard != own:  # the stage's guard: no time left to evaluate either
+            raise
         record["stopped"] = str(e)
     record["train_s"] = round(time.perf_counter() - began, 1)
     record.update(_curve(workdir))
-    results = evaluate.evaluate_workdir(workdir, "val", "best", repeats=suite.scale.eval_repeats)
-    record["val"] = _val_summary(results)
-    write_runs_tar(suite)
+    if not record["epochs_done"]:  # no epoch validated, so no best checkpoint to evaluate
+        write_runs_tar(suite)
+        stopped = record.get("stopped", "stopped")
+        return f"{stopped} before its first epoch ended: nothing to evaluate"
+    try:
+        with time_guard(_step_guard_s(suite, EVAL_S[suite.scale.table]), "the evaluation's guard"):
+            gpu_guard.fault("evaluate")
+            results = evaluate.evaluate_workdir(
+                workdir, "val", "best", repeats=suite.scale.eval_repeats
+            )
+        record["val"] = _val_summary(results)
+    finally:  # an evaluation that fails or overruns keeps the run's files
+        write_runs_tar(suite)
     return None
 
 
@@ -300,7 +304,9 @@ def weights(suite, key: str = "bregnet_regular") -> str | None:
         "accuracy_without_flip_float32": arm["val"]["accuracy"],
     }
     folder = suite.work / "weights" / NAME
-    meta = package(Path(arm["workdir"]), folder, meta)
+    with time_guard(_step_guard_s(suite, WEIGHTS_S[suite.scale.table]), "the packaging's guard"):
+        gpu_guard.fault("package")
+        meta = package(Path(arm["workdir"]), folder, meta)
     partial = suite.out / f".{NAME}.tar.partial"
     with tarfile.open(partial, "w") as tar:
         tar.add(folder, arcname=NAME)
@@ -329,11 +335,11 @@ def weights_best(suite) -> str | None:
     return weights(suite, "bregnet_weighted")
 
 
-STAGES = (  # as gpu_suite.STAGES: name, function, the fraction of the budget to start by
-    ("plan", plan, 1.0),
-    ("table2_bregnet", lambda suite: train_arm(suite, "bregnet_regular"), 1.0),
-    ("weights", weights, 1.0),
-    ("table2_resnet", lambda suite: train_arm(suite, "resnet_regular"), 1.0),
-    ("table2_weighted", lambda suite: train_arm(suite, "bregnet_weighted"), 1.0),
-    ("weights_best", weights_best, 1.0),
+STAGES = (  # as gpu_suite.STAGES: name, function, the fractions to start by and stop at
+    ("plan", plan, 1.0, 1.0),
+    ("table2_bregnet", lambda suite: train_arm(suite, "bregnet_regular"), 1.0, 1.0),
+    ("weights", weights, 1.0, 1.0),
+    ("table2_resnet", lambda suite: train_arm(suite, "resnet_regular"), 1.0, 1.0),
+    ("table2_weighted", lambda suite: train_arm(suite, "bregnet_weighted"), 1.0, 1.0),
+    ("weights_best", weights_best, 1.0, 1.0),
 )

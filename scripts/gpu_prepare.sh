@@ -85,8 +85,9 @@ if ((wheels)); then
     echo "wheel $name $version: downloaded"
   done
   # Every distribution the run imports must be on the image or carried.
-  DEVICE="$DEVICE" WHEELS="$WHEELS" PYTHONPATH="$root" "$py" - <<'EOF'
-import importlib.metadata as md, os, re, sys
+  DEVICE="$DEVICE" WHEELS="$WHEELS" CARRIED="$carry/wheels" PYTHONPATH="$root" "$py" - <<'EOF'
+import importlib.metadata as md, os, pathlib, re, sys, zipfile
+from packaging.requirements import Requirement
 import tensorboardX  # noqa: F401  (bregflax.training.logger imports it when a run starts)
 import benchmarks.gpu_suite  # noqa: F401  (everything else the run imports)
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
@@ -101,6 +102,24 @@ if missing:
     sys.exit(f"error: the run imports {sorted(missing)}, neither on the device image nor in "
              "WHEELS (scripts/gpu_prepare.sh): add them to WHEELS")
 print("imports: every distribution the run imports is on the device image or carried")
+# What each carried wheel requires (pip installs them with --no-deps there) must be there too.
+device = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+          "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+          "implementation_name": "cpython", "platform_python_implementation": "CPython",
+          "extra": ""}
+for wheel in sorted(pathlib.Path(os.environ["CARRIED"]).glob("*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(meta).decode().splitlines()
+    for line in lines:
+        if line.startswith("Requires-Dist:"):
+            req = Requirement(line.partition(":")[2].strip())
+            if (req.marker is None or req.marker.evaluate(device)) and norm(req.name) not in have:
+                missing.add(f"{norm(req.name)} (for {wheel.name.split('-')[0]})")
+if missing:
+    sys.exit(f"error: the carried wheels require {sorted(missing)}, neither on the device "
+             "image nor in WHEELS (scripts/gpu_prepare.sh): add them to WHEELS")
+print("requirements: every carried wheel's requirements are on the device image or carried")
 EOF
 fi
 

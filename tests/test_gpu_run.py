@@ -5,9 +5,11 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from benchmarks import gpu_measure, gpu_suite, gpu_table2
+from benchmarks import gpu_guard, gpu_measure, gpu_report, gpu_suite, gpu_table2, throughput
 from bregflax.data import arrays
 from bregflax.inference import predictor
 from bregflax.training import checkpoints, state
@@ -71,7 +73,8 @@ def test_every_stage_finishes_and_out_fits_what_a_device_call_brings_back(gpu_ru
 def test_the_check_passes_and_throughput_figures_agree_with_each_other(gpu_run):
     _, results = gpu_run
     check = results["check"]
-    assert check["passed"] and check["highest"]["update_rel"] <= check["rtol"]
+    assert check["passed"] and not check["failed"]
+    assert all(check["highest"][k] <= tol for k, tol in check["tolerance"].items())
     t = results["throughput"]
     assert all(v > 0 for v in t["matmul"].values())
     assert {r["dtype"] for r in t["rows"]} == {"float32", "bfloat16"} and not t["skipped"]
@@ -234,3 +237,244 @@ def test_gpu_prepare_converts_losslessly_and_counts_what_travels(repo_root, tmp_
     assert re.search(r"total: [0-9.]+ MiB of 64.0 MiB", first.stdout)
     again = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already converted" in again.stdout
+
+
+# --------------------------------------------------------------------------- failures
+
+
+STAGE_NAMES = [name for name, *_ in gpu_suite.STAGES]
+
+
+def _suite(tmp_path, budget_s: float = 300.0) -> gpu_suite.Suite:
+    args = [f"--out={tmp_path / 'out'}", "--scale=test", f"--work={tmp_path / 'work'}"]
+    suite = gpu_suite.Suite(gpu_suite.parse_args(args))
+    suite.budget_s = budget_s
+    return suite
+
+
+def test_time_guards_nest_and_each_names_itself():
+    with pytest.raises(gpu_guard.TimeUp) as inner:
+        with gpu_guard.time_guard(30, "outer"):
+            with gpu_guard.time_guard(1, "inner") as own:
+                time.sleep(10)
+    assert inner.value.guard == own and "inner" in str(inner.value)
+    with pytest.raises(gpu_guard.TimeUp) as outer:
+        with gpu_guard.time_guard(1, "outer") as outer_id:
+            try:
+                with gpu_guard.time_guard(30, "inner") as own:
+                    time.sleep(10)
+            except gpu_guard.TimeUp as e:  # as train_arm does: only its own guard is caught
+                if e.guard != own:
+                    raise
+    assert outer.value.guard == outer_id and "outer" in str(outer.value)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None, signal.default_int_handler)
+    # No ``except Exception`` on the way swallows a guard's TimeUp.
+    assert not issubclass(gpu_guard.TimeUp, Exception)
+
+
+def test_a_stage_that_overruns_its_guard_is_recorded_and_the_next_stage_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_suite, "MIN_GUARD_DEFAULT_S", 0.5)
+    suite = _suite(tmp_path, budget_s=20.0)
+    began = time.perf_counter()
+    suite.run("slow", lambda s: time.sleep(60), 1.0, 1.0 / 20.0)  # a 1 s guard
+    assert time.perf_counter() - began < 10
+    suite.run("after", lambda s: s.results.setdefault("after", 1) and None, 1.0, 1.0)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    slow = results["stages"]["slow"]
+    assert slow["status"] == "timeout" and "stopped by stage slow's time guard" in slow["reason"]
+    assert slow["guard_s"] == pytest.approx(1.0, abs=0.1) and slow["seconds"] < 10
+    assert results["stages"]["after"]["status"] == "ok" and results["after"] == 1
+    assert "| slow | timeout |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_stage_killed_from_outside_is_marked_killed(tmp_path):
+    suite = _suite(tmp_path)
+    suite.run("env", gpu_suite.environment, 1.0, 1.0)
+    suite.results["stages"]["check"] = {"status": "running", "guard_s": 30.0}
+    suite.save()  # as the suite leaves results.json while a stage runs
+    assert gpu_suite.mark_killed(tmp_path / "out", "killed by timeout") == ["check"]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["stages"]["check"] == {
+        "status": "killed", "guard_s": 30.0, "reason": "killed by timeout",
+    }  # fmt: skip
+    assert results["stages"]["env"]["status"] == "ok"
+    assert "| check | killed |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_failing_jax_row_is_recorded_and_the_next_row_runs(tmp_path, monkeypatch):
+    suite = _suite(tmp_path)
+    suite.scale = dataclasses.replace(suite.scale, matmul_n=32)
+    monkeypatch.setenv(
+        gpu_guard.FAULTS_ENV,
+        "jax:BReGNetTiny float32 batch 32=error,jax:BReGNetTiny bfloat16 batch 32=error",
+    )
+    gpu_measure.throughput_stage(suite)
+    t = suite.results["throughput"]
+    assert t["rows"] == [] and [f["row"] for f in t["failed"]] == [
+        "BReGNetTiny float32 batch 32", "BReGNetTiny bfloat16 batch 32",
+    ]  # fmt: skip
+    assert all("InjectedFault" in f["error"] for f in t["failed"])
+
+
+@pytest.mark.slow
+def test_a_failing_pytorch_row_costs_only_its_pytorch_figure(tmp_path, monkeypatch):
+    """One PyTorch row fails (as a cuDNN error would); its JAX figures and the next row stay."""
+    suite = _suite(tmp_path)
+    suite.scale = dataclasses.replace(suite.scale, matmul_n=32, repeats=2)
+    info = {"version": "stand-in", "cuda": False, "cudnn_allow_tf32": True}
+    monkeypatch.setattr(gpu_measure, "torch_info", lambda: info)
+    timed = []
+
+    def stand_in(config, variables, dtype):  # PyTorch's place: a step that works
+        timed.append(dtype)
+        return throughput.Runner("torch", lambda: time.sleep(0.01), config.batch_size)
+
+    monkeypatch.setattr(gpu_measure, "torch_runner", stand_in)
+    monkeypatch.setenv(gpu_guard.FAULTS_ENV, "torch:BReGNetTiny float32 batch 32=error")
+    gpu_measure.throughput_stage(suite)
+    t = suite.results["throughput"]
+    assert not t["failed"] and [r["dtype"] for r in t["rows"]] == ["float32", "bfloat16"]
+    broken, fine = t["rows"]
+    assert "InjectedFault" in broken["torch_error"] and "torch_images_per_s" not in broken
+    assert broken["images_per_s"] > 0 and broken["images_per_s"] == pytest.approx(
+        broken["batch"] / broken["median_step_s"]
+    )
+    assert "torch_error" not in fine and fine["torch_images_per_s"] > 0 and timed == ["bfloat16"]
+    suite.results["stages"] = {}
+    assert "PyTorch failed at BReGNetTiny float32 batch 32" in gpu_report.render(suite.results)
+
+
+def _gpu_run(repo_root, tmp_path, faults: str, *args: str, timeout: int = 300):
+    env = {
+        **os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+        gpu_guard.FAULTS_ENV: faults,
+    }  # fmt: skip
+    cmd = ["bash", "scripts/gpu_run.sh", *args, f"--work={tmp_path / 'work'}"]
+    return subprocess.run(
+        cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _out_fits_a_device_call(out):
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= DEVICE_FILES
+    assert all(len(p.relative_to(out).parts) - 1 <= DEVICE_DEPTH for p in files)
+
+
+@pytest.mark.slow
+def test_gpu_run_skips_the_full_scale_when_the_test_scale_fails(repo_root, tmp_path):
+    run = _gpu_run(repo_root, tmp_path, "test:env=error", "--test-budget-s=1")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "out"
+    skipped = [line for line in run.stdout.splitlines() if "the full run is skipped" in line]
+    assert len(skipped) == 1 and "the test scale failed (exit 1; env error" in skipped[0]
+    test = json.loads((out / "test" / "results.json").read_text())
+    assert test["scale"] == "test" and test["stages"]["env"]["status"] == "error"
+    assert (out / "test" / "report.md").is_file() and not (out / "results.json").exists()
+    assert skipped[0] in (out / "log.txt").read_text()
+    _out_fits_a_device_call(out)
+
+
+@pytest.mark.slow
+def test_gpu_run_goes_on_to_the_full_scale_after_the_test_scale(repo_root, tmp_path):
+    # A 1 s test budget leaves every stage after env skipped (a pass); each full stage fails.
+    faults = ",".join(f"full:{name}=error" for name in STAGE_NAMES)
+    run = _gpu_run(repo_root, tmp_path, faults, "--test-budget-s=1", "--budget-s=100")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "out"
+    test = json.loads((out / "test" / "results.json").read_text())
+    # env may overrun its 1 s (exit 3, slow but not broken): the full scale goes on then too.
+    assert {r["status"] for r in test["stages"].values()} <= {"ok", "skipped", "timeout"}
+    full = json.loads((out / "results.json").read_text())
+    assert full["scale"] == "full" and full["budget_s"] <= 100
+    assert [n for n, r in full["stages"].items() if r["status"] == "error"] == STAGE_NAMES
+    log = (out / "log.txt").read_text()
+    assert log.index("test scale passed") < log.index("stage env", log.index("test scale passed"))
+    _out_fits_a_device_call(out)
+
+
+@pytest.mark.slow
+def test_gpu_run_kills_a_stalled_stage_and_marks_it(repo_root, tmp_path):
+    # A stall blocks the alarm, as a call stuck in XLA or CUDA would: only `timeout` ends it.
+    began = time.perf_counter()
+    run = _gpu_run(repo_root, tmp_path, "test:check=stall", "--test-budget-s=20")
+    assert time.perf_counter() - began < 150
+    assert run.returncode == 124, run.stdout[-3000:] + run.stderr[-3000:]  # timeout's status
+    test = json.loads((tmp_path / "out" / "test" / "results.json").read_text())
+    check = test["stages"]["check"]
+    assert check["status"] == "killed" and "killed by timeout after 45 s" in check["reason"]
+    assert "the test scale failed (exit 124; check killed)" in run.stdout
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def _planned_arm(tmp_path, monkeypatch) -> gpu_suite.Suite:
+    """A suite whose plan gives bregnet_regular a guard of about 1 s and its evaluation 1 s."""
+    monkeypatch.setattr(gpu_table2, "GUARD_SLACK_S", 0.0)
+    monkeypatch.setattr(gpu_table2, "EVAL_S", {"test": 0.1})
+    suite = _suite(tmp_path)
+    cost = {"epoch_s": 0.2, "fixed_s": 0.3}
+    suite.results["table2"] = {"arms": {}, "plan": {
+        "dtype": "float32", "epochs": 1, "weighted": True,
+        "costs": {"bregnet_regular": cost, "resnet_regular": cost},
+    }}  # fmt: skip
+    return suite
+
+
+def test_a_run_stopped_before_its_first_epoch_is_recorded_not_an_error(tmp_path, monkeypatch):
+    suite = _planned_arm(tmp_path, monkeypatch)
+    monkeypatch.setattr(gpu_table2.train, "train_and_evaluate", lambda config, w: time.sleep(60))
+    suite.run("table2_bregnet", lambda s: gpu_table2.train_arm(s, "bregnet_regular"), 1.0, 1.0)
+    stage = suite.results["stages"]["table2_bregnet"]
+    assert stage["status"] == "skipped" and stage["seconds"] < 10
+    assert stage["reason"].startswith("stopped by the run's time guard after 1 s before its first")
+    arm = suite.results["table2"]["arms"]["bregnet_regular"]
+    assert arm["epochs_done"] == 0 and "val" not in arm
+    assert (tmp_path / "out" / "runs.tar.gz").is_file()
+    suite.run("weights", gpu_table2.weights, 1.0, 1.0)  # nothing to package: said, not failed
+    assert suite.results["stages"]["weights"]["status"] == "skipped"
+
+
+def test_an_evaluation_that_overruns_its_guard_stops_its_stage_only(tmp_path, monkeypatch):
+    suite = _planned_arm(tmp_path, monkeypatch)
+
+    def one_epoch(config, workdir):  # training that logged one validated epoch
+        workdir.mkdir(parents=True)
+        (workdir / "metrics.jsonl").write_text('{"epoch": 1.0, "val/accuracy": 0.5}\n')
+
+    monkeypatch.setattr(gpu_table2.train, "train_and_evaluate", one_epoch)
+    monkeypatch.setenv(gpu_guard.FAULTS_ENV, "evaluate=hang")
+    suite.run("table2_bregnet", lambda s: gpu_table2.train_arm(s, "bregnet_regular"), 1.0, 1.0)
+    stage = suite.results["stages"]["table2_bregnet"]
+    assert stage["status"] == "timeout" and stage["seconds"] < 10
+    assert stage["reason"] == "stopped by the evaluation's guard after 1 s"
+    assert suite.results["table2"]["arms"]["bregnet_regular"]["epochs_done"] == 1
+    with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:  # written all the same
+        assert "bregnet_regular/metrics.jsonl" in tar.getnames()
+    suite.run("next", lambda s: None, 1.0, 1.0)
+    assert suite.results["stages"]["next"]["status"] == "ok"
+
+
+def test_a_guard_fires_again_when_its_timeup_is_swallowed(monkeypatch):
+    monkeypatch.setattr(gpu_guard, "REFIRE_S", 0.5)
+    began = time.perf_counter()
+    with pytest.raises(gpu_guard.TimeUp):
+        with gpu_guard.time_guard(1, "guard"):
+            try:
+                time.sleep(30)
+            except gpu_guard.TimeUp:  # dropped, as "Exception ignored in" a callback does
+                pass
+            time.sleep(30)
+    assert time.perf_counter() - began < 5
+
+
+def test_the_alarm_waits_for_code_that_would_drop_the_timeup(monkeypatch):
+    def _xla_gc_callback():  # named as jax's garbage-collection callback
+        return sys._getframe()
+
+    with gpu_guard.time_guard(30, "guard") as gid:
+        deadline, what = gpu_guard._active[gid]
+        monkeypatch.setitem(gpu_guard._active, gid, (time.monotonic() - 1, what))
+        gpu_guard._expire(signal.SIGALRM, _xla_gc_callback())  # deferred: no TimeUp here
+        with pytest.raises(gpu_guard.TimeUp):
+            time.sleep(5)  # but right after
