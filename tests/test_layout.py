@@ -20,6 +20,7 @@ CORE = {
     "safe_io",
     "hostile",
     "paths",
+    "compile_cache",
     "flags",
     "summary",
 }

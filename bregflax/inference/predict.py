@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from bregflax import errors, flags, hostile
+from bregflax import compile_cache, errors, flags, hostile
 from bregflax.data import media
 from bregflax.inference import engine as inference
 from bregflax.inference.annotate import Annotations
@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as e:  # --help, or a usage error argparse has printed
         return e.code if isinstance(e.code, int) else 2
+    compile_cache.enable(compile_cache.default_dir())  # a second run starts uncompiled
     try:
         inputs, predictor, options, out = _setup(args)
     except (OSError, ValueError) as e:

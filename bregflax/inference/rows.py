@@ -255,6 +255,12 @@ class _Out:
     def __getattr__(self, name):
         return getattr(self.file, name)
 
+    def __enter__(self) -> _Out:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def flush(self) -> None:
         self.file.flush()
         if self.regular:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bregflax import configs, echoes, errors, flags, hostile, paths, safe_io, summary
+from bregflax import compile_cache, configs, echoes, errors, flags, hostile, paths, safe_io, summary
 from bregflax import data as data_lib
 from bregflax.configs import experiment
 from bregflax.evaluation import evaluate, plots
@@ -273,13 +273,6 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return overrides
 
 
-def enable_compile_cache(path: str | Path) -> None:
-    """Keeps every compiled XLA program in ``path``: the seeds of one arm share them."""
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def main(argv=None) -> None:
     errors.exit_on_signals()
     xla_cpu.apply()
@@ -293,8 +286,8 @@ def main(argv=None) -> None:
     cache = args.compile_cache
     if cache is None:
         cache = paths.path(args.workdir) / "jax_cache"
-    if cache:
-        enable_compile_cache(cache)
+    if cache:  # the seeds of one arm share their compiled programs
+        compile_cache.enable(cache)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or None
     claims = [c.strip() for c in args.claims.split(",") if c.strip()]
     try:
