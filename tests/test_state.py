@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax.training import train_state
 
 from bregflax.training import optim, state
@@ -28,6 +29,25 @@ def test_state_starts_at_an_int32_step_zero_with_the_models_variables(trained_ru
     )
     assert all(jax.tree.leaves(start))
     assert all(np.all(t == 0) for t in jax.tree.leaves(created.opt_state))
+
+
+@pytest.mark.slow  # compiles the model's init optimized too: about 10 s
+def test_the_states_variables_are_the_models_init_within_a_few_ulps(trained_run_config):
+    """The init is compiled unoptimized on the CPU (fast to compile); its values are the
+    optimized program's (XLA's default, ``jax.jit(model.init)``) but for rounding."""
+    model = state.build_model(trained_run_config)
+    created = state.create_train_state(jax.random.key(3), trained_run_config, model, 6)
+    reference = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, 48, 48, 1)), train=False))(
+        jax.random.key(3)
+    )
+
+    def ulps(a, b):
+        a, b = (np.asarray(x, np.float32).view(np.int32).astype(np.int64) for x in (a, b))
+        return int(np.abs(a - b).max())
+
+    for name in ("params", "batch_stats"):
+        distances = jax.tree.leaves(jax.tree.map(ulps, getattr(created, name), reference[name]))
+        assert max(distances) <= 8, (name, distances)
 
 
 def test_apply_gradients_steps_the_optimizer_and_replaces_batch_stats(trained_run_config):
