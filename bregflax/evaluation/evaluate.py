@@ -150,7 +150,7 @@ def write_reports(
         staged = _write_staged(workdir, split, results, predictions, class_names, stage)
         if remote:
             for p in staged:
-                paths.write_bytes(out / p.name, p.read_bytes())
+                safe_io.write_atomic(out / p.name, p.read_bytes())  # one upload
             return [out / p.name for p in staged], []
         return safe_io.publish_owned(staged, out, REPORTS_MANIFEST)
     finally:

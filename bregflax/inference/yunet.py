@@ -121,6 +121,14 @@ def reframe(raw: np.ndarray) -> Face:
     return Face(tuple(int(round(v)) for v in box), landmarks, float(raw[-1]))
 
 
+def _sized(rows, prepared: PreparedBGR, sizes: tuple[float, float] = (0, 0)) -> list[Face]:
+    """YuNet's rows as faces (``reframe``) of sides ``sizes[0]`` (at least ``SIZE_SLACK``
+    of the search's smallest) to ``sizes[1]`` (0: any)."""
+    lo = max(sizes[0], SIZE_SLACK * prepared.min_side)
+    faces = (reframe(row) for row in rows)
+    return [f for f in faces if f[2] >= lo and (not sizes[1] or f[2] <= sizes[1])]
+
+
 def _check(image) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -175,9 +183,8 @@ class YuNetDetector:
         turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
         bgr = cv2.warpAffine(prepared.bgr, turn, (width, height), borderMode=cv2.BORDER_CONSTANT)
         back = cv2.invertAffineTransform(turn)
-        rows = self.rows(prepared._replace(bgr=bgr))
-        found = []
-        for row in rows:
+        raws = []
+        for row in self.rows(prepared._replace(bgr=bgr)):
             points = row[:14].reshape(7, 2).copy()  # (x, y), (w, h), five landmarks
             centre = points[0] + points[1] / 2
             moved = np.vstack([centre, points[2:]]) * prepared.scale
@@ -186,11 +193,10 @@ class YuNetDetector:
             if not (0 <= cx < width / prepared.scale and 0 <= cy < height / prepared.scale):
                 continue
             w, h = points[1]
-            raw = np.concatenate([[cx - w / 2, cy - h / 2, w, h], moved[1:].ravel(), row[14:]])
-            face = reframe(raw)
-            if face[2] >= SIZE_SLACK * prepared.min_side:
-                found.append(face)
-        return found
+            raws.append(
+                np.concatenate([[cx - w / 2, cy - h / 2, w, h], moved[1:].ravel(), row[14:]])
+            )
+        return _sized(raws, prepared)
 
     def prepare(self, image: np.ndarray) -> PreparedBGR:
         """The image as YuNet searches it: scaled, BGR."""
@@ -216,13 +222,7 @@ class YuNetDetector:
     ) -> list[Face]:
         """Faces in ``prepared`` (full-image pixels), in all of it or in ``region`` (x, y,
         width, height in the full image), of sides ``sizes[0]`` to ``sizes[1]`` (0: any)."""
-        lo = max(sizes[0], SIZE_SLACK * prepared.min_side)
-        found = []
-        for row in self.rows(prepared, region):
-            face = reframe(row)
-            if face[2] >= lo and (not sizes[1] or face[2] <= sizes[1]):
-                found.append(face)
-        return found
+        return _sized(self.rows(prepared, region), prepared, sizes)
 
     def rows(self, prepared: PreparedBGR, region: Box | None = None) -> np.ndarray:
         """YuNet's own rows (x, y, w, h, 10 landmark coordinates, score), (n, 15), in the
