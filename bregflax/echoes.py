@@ -8,10 +8,11 @@ The restore's own exception says it once.
 
 ``suppressed()`` holds them for a block (a whole command, so that late echoes stay hidden
 too, or one library load) and removes every hook it installed when the outermost block
-ends: a program that loads a run inherits nothing. ``restoring(directory)`` marks one
-restore inside it: messages naming its directory are held, dropped if it fails (and later
-ones naming it), shown if it succeeds. Every other unraisable error, asyncio message and
-warning shows.
+ends (collecting first the reads a failed restore abandoned, so that they do not echo later
+when the garbage collector meets them): a program that loads a run inherits nothing.
+``restoring(directory)`` marks one restore inside it: messages naming its directory are
+held, dropped if it fails (and later ones naming it), shown if it succeeds. Every other
+unraisable error, asyncio message and warning shows.
 
 A save that fails in orbax's writer threads (a full disk, a file size limit) is logged by
 each thread with its whole traceback (about 270 lines for one save) before the same error
@@ -23,6 +24,7 @@ says it), shown at the block's end otherwise, so a failure no one else reports s
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging as py_logging
 import os
 import sys
@@ -124,6 +126,8 @@ class Echoes:
                 if last:
                     self.thread_failures = []
             if last:
+                if self.failed:  # its abandoned reads, in cycles, echo when collected:
+                    gc.collect()  # collect them now, while their echoes are held
                 self._uninstall()
                 for replay in [] if told else failures:
                     replay()
