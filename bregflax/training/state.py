@@ -37,9 +37,10 @@ def input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
 
 
 # Initialization runs once, and XLA:CPU's optimizing passes spend seconds on its random
-# draws (one threefry per parameter tensor) for nothing: the demo model's init compiled in
-# 10.3 s by default and 2.1 s unoptimized (measured on the 2-core development machine, loaded).
-# The values differ from the optimized program's by at most a few ulps in a few tensors.
+# draws (one threefry per parameter tensor) for nothing: the demo model's init compiles in
+# 4.9 s by default and 1.1 s unoptimized, BReG-Net-39's in 6.5 and 3.2 s (quiet 2-core
+# machine, benchmarks/init_compile.py). The values differ from the optimized program's by
+# at most a few ulps in a few tensors.
 _INIT_OPTIONS_CPU = {"xla_backend_optimization_level": 0}
 
 
