@@ -14,8 +14,8 @@ from scipy import stats as scipy_stats
 
 from bregflax.configs import experiment, table1
 from bregflax.evaluation import report
+from bregflax.paper import cells, reproduce, stats
 from bregflax.paper import depth as depth_study
-from bregflax.paper import reproduce, stats
 
 
 def _result(shortcut, depth, seed, acc, f1=0.5, loss="regular", workdir="", **extra):
@@ -94,12 +94,15 @@ def _metrics_file(path, val_acc, grad_rows=()):
 
 
 def test_epochs_to_fraction_interpolates_between_validations(tmp_path):
-    path = _metrics_file(tmp_path / "m.jsonl", [0.30, 0.50, 0.58, 0.60])
+    (tmp_path / "run").mkdir()
+    path = _metrics_file(tmp_path / "run" / "metrics.jsonl", [0.30, 0.50, 0.58, 0.60])
     # 95% of 0.60 = 0.57, reached between epoch 2 (0.50) and 3 (0.58): 2 + 0.07 / 0.08
-    assert depth_study.epochs_to_fraction(path) == pytest.approx(2 + 0.07 / 0.08)
+    assert cells.epochs_to_fraction(path) == pytest.approx(2 + 0.07 / 0.08)
+    run = {"workdir": str(tmp_path / "run")}  # a run's value, as the tables read it
+    assert cells.value(run, cells.CONVERGENCE) == pytest.approx(2 + 0.07 / 0.08)
     path = _metrics_file(tmp_path / "n.jsonl", [0.60, 0.50, 0.59])
-    assert depth_study.epochs_to_fraction(path) == pytest.approx(1.0)  # first epoch already
-    assert depth_study.epochs_to_fraction(tmp_path / "absent.jsonl") is None
+    assert cells.epochs_to_fraction(path) == pytest.approx(1.0)  # first epoch already
+    assert cells.epochs_to_fraction(tmp_path / "absent.jsonl") is None
 
 
 def test_block_norms_in_network_order_and_their_spread(tmp_path):

@@ -92,6 +92,24 @@ def test_claims_table_holds_the_paired_interval(claim):
     want = "held" if m - half > 0 else "not held" if m + half < 0 else "inconclusive"
     assert row["Verdict"] == want
     assert (row["Paper A"], row["Paper B"]) == ("68.74", "66.48")
+
+    # Convergence speed: epochs to 95% of each run's final validation accuracy (interpolated
+    # between validations), paired; fewer epochs is held.
+    def epochs_to_95(name):
+        records = plots.read_metrics_jsonl(workdir / "test" / name / "metrics.jsonl")
+        curve = [(r["epoch"], r["val/accuracy"]) for r in records if "val/accuracy" in r]
+        target, (e0, a0) = 0.95 * curve[-1][1], (0.0, None)
+        for e, a in curve:
+            if a >= target:
+                return e if a0 is None or a == a0 else e0 + (target - a0) / (a - a0) * (e - e0)
+            e0, a0 = e, a
+
+    diffs = np.array([epochs_to_95(RUNS[s]) - epochs_to_95(RUNS[2 + s]) for s in (0, 1)])
+    half, m = scipy_stats.t.ppf(0.975, 1) * np.std(diffs, ddof=1) / np.sqrt(2), diffs.mean()
+    (row,) = [r for r in parsed if r.get("Metric") == "epochs_to_95%"]
+    assert row["A − B [95% CI]"] == f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]"
+    want = "held" if m + half < 0 else "not held" if m - half > 0 else "inconclusive"
+    assert row["Verdict"] == want
     others = [r["Verdict"] for r in parsed if "Claim" in r and r["Claim"] != "h3_vs_identity"]
     assert others == []  # --claims ran and reported only the claim asked for
     text = (workdir / "claims.md").read_text()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bregflax import paths
-from bregflax.evaluation import report
+from bregflax.evaluation import plots, report
 from bregflax.paper import stats
 
 DATASET_NAMES = {
@@ -25,11 +25,37 @@ DASH = "–"
 # --------------------------------------------------------------------------- values
 
 
+FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final
+CONVERGENCE = f"epochs_to_{FRACTION:.0%}"  # the value key: "epochs_to_95%"
+LOWER_IS_BETTER = ("seconds_per_epoch", CONVERGENCE)
+
+
+def epochs_to_fraction(metrics_path, fraction: float = FRACTION) -> float | None:
+    """The first epoch (linearly interpolated between validations) at which the validation
+    accuracy reaches ``fraction`` of its final value; None without validations."""
+    records = plots.read_metrics_jsonl(metrics_path) if paths.path(metrics_path).exists() else []
+    epochs, acc = plots.metric_series(records, "val/accuracy")
+    if not epochs.size:
+        return None
+    target = fraction * acc[-1]
+    prev_e, prev_a = 0.0, None
+    for e, a in zip(epochs, acc, strict=True):
+        if a >= target:
+            if prev_a is None or a == prev_a:
+                return float(e)
+            return float(prev_e + (target - prev_a) / (a - prev_a) * (e - prev_e))
+        prev_e, prev_a = e, a
+    return float(epochs[-1])
+
+
 def value(result: dict, key: str):
     """One number of a run: ``accuracy``, ``norm/f1``, ``valence/rmse``, ``recall/Disgust``,
-    ``seconds_per_epoch``, ``params`` or ``layers``; None where the run has none."""
+    ``seconds_per_epoch``, ``params``, ``layers`` or ``CONVERGENCE`` (from the run's
+    ``metrics.jsonl``); None where the run has none."""
     if key in ("seconds_per_epoch", "params", "layers"):
         return result.get(key)
+    if key == CONVERGENCE:
+        return epochs_to_fraction(paths.path(result["workdir"]) / "metrics.jsonl")
     s = result["scores"]
     if key.startswith("norm/"):
         v = s.get("skew_normalized", {}).get(key[5:])

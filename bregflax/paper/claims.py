@@ -12,7 +12,15 @@ from bregflax.configs import experiment
 from bregflax.evaluation import plots, report
 from bregflax.paper import published as paper
 from bregflax.paper import stats
-from bregflax.paper.cells import DASH, _arm_label, arm_metrics, run_metrics, value
+from bregflax.paper.cells import (
+    CONVERGENCE,
+    DASH,
+    LOWER_IS_BETTER,
+    _arm_label,
+    arm_metrics,
+    run_metrics,
+    value,
+)
 
 
 def arm_key(config: ml_collections.ConfigDict | dict) -> str:
@@ -83,7 +91,7 @@ def _paper_value(e: dict, metric: str):
     return None
 
 
-CLAIM_DIGITS = {"accuracy": (2, 100.0), "seconds_per_epoch": (1, 1.0)}
+CLAIM_DIGITS = {"accuracy": (2, 100.0), "seconds_per_epoch": (1, 1.0), CONVERGENCE: (2, 1.0)}
 
 
 def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]]:
@@ -97,7 +105,7 @@ def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]
             digits, factor = CLAIM_DIGITS.get(metric, (4, 1.0))
             a, b = ({r["experiment"]["seed"]: value(r, metric) for r in rs} for rs in runs)
             a, b = ({s: v * factor for s, v in x.items() if v is not None} for x in (a, b))
-            p = stats.paired(a, b, higher_is_better=metric != "seconds_per_epoch")
+            p = stats.paired(a, b, higher_is_better=metric not in LOWER_IS_BETTER)
             pa, pb = (_paper_value(c.experiment.to_dict(), metric) for c in arms)
             interval = DASH if p.low is None else f"[{p.low:+.{digits}f}, {p.high:+.{digits}f}]"
             arm_text = [
@@ -125,7 +133,8 @@ def render_claims(results, out, scale, claims=()) -> str:
         "Each claim says arm A beats arm B; both arms ran with the same seeds (a seed fixes "
         "the initialization and the data order), so each seed gives one difference A − B. "
         "The interval is the two-sided 95% t interval over seeds, mean ± t(0.975, n − 1) · "
-        "sd / √n; held: above 0 (below 0 for seconds per epoch), not held: on the other side, "
+        "sd / √n; held: above 0 (below 0 for seconds per epoch and for epochs to 95% of the "
+        "final validation accuracy, the convergence speed), not held: on the other side, "
         "inconclusive: it contains 0 or n < 2. Accuracy in %. The paper's figures are for "
         "its own networks (BReG-Net-39, ResNet-110) on full training; its seconds are one "
         "AffectNet epoch on a GTX 1080 Ti.\n\n"

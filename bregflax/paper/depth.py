@@ -25,7 +25,6 @@ from bregflax.evaluation import diagnostics, plots, report
 from bregflax.paper import cells, stats
 
 DASH = "–"
-FRACTION = 0.95  # convergence: the first (interpolated) epoch at this fraction of the final
 MAP_NAMES = {"h3": "H3", "identity": "identity", "h1": "H1", "h2": "H2", "cubic": "x + x³/3"}
 
 
@@ -210,32 +209,14 @@ def gradients_png(results, depths, out: Path) -> Path:
 # --------------------------------------------------------------------------- convergence
 
 
-def epochs_to_fraction(metrics_path: Path, fraction: float = FRACTION) -> float | None:
-    """The first epoch (linearly interpolated between validations) at which the validation
-    accuracy reaches ``fraction`` of its final value; None without validations."""
-    records = plots.read_metrics_jsonl(metrics_path) if paths.path(metrics_path).exists() else []
-    epochs, acc = plots.metric_series(records, "val/accuracy")
-    if not epochs.size:
-        return None
-    target = fraction * acc[-1]
-    prev_e, prev_a = 0.0, None
-    for e, a in zip(epochs, acc, strict=True):
-        if a >= target:
-            if prev_a is None or a == prev_a:
-                return float(e)
-            return float(prev_e + (target - prev_a) / (a - prev_a) * (e - prev_e))
-        prev_e, prev_a = e, a
-    return float(epochs[-1])
-
-
 def convergence_rows(results, depths) -> list[list[str]]:
-    """Epochs to ``FRACTION`` of the final accuracy: H3 against identity at each depth, and
+    """Epochs to ``cells.FRACTION`` of the final accuracy: H3 against identity at each depth, and
     against H1 and H2 at the shallowest; paired, fewer epochs is faster."""
     comparisons = [(d, "identity") for d in depths] + [(depths[0], m) for m in ("h1", "h2")]
     rows = []
     for d, other in comparisons:
         a, b = ({s: v for s, r in runs_of(results, m, d).items()
-                 if (v := epochs_to_fraction(f"{r['workdir']}/metrics.jsonl")) is not None}
+                 if (v := cells.value(r, cells.CONVERGENCE)) is not None}
                 for m in ("h3", other))  # fmt: skip
         p = stats.paired(a, b, higher_is_better=False)
         rows.append(
@@ -356,7 +337,7 @@ def render(results: Sequence[dict], out, scale: str) -> str:
             gradient_rows(results, depths),
         ),
         f"\n![gradient norms]({gradients_png(results, depths, out).name})\n",
-        f"## Convergence speed: epochs to {FRACTION:.0%} of the final validation accuracy\n",
+        f"## Convergence speed: epochs to {cells.FRACTION:.0%} of the final validation accuracy\n",
         table(
             ["Comparison", "Depth", "H3 epochs", "other epochs", "H3 − other", "Verdict"],
             convergence_rows(results, depths),
