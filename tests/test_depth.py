@@ -98,8 +98,11 @@ def test_epochs_to_fraction_interpolates_between_validations(tmp_path):
     path = _metrics_file(tmp_path / "run" / "metrics.jsonl", [0.30, 0.50, 0.58, 0.60])
     # 95% of 0.60 = 0.57, reached between epoch 2 (0.50) and 3 (0.58): 2 + 0.07 / 0.08
     assert cells.epochs_to_fraction(path) == pytest.approx(2 + 0.07 / 0.08)
-    run = {"workdir": str(tmp_path / "run")}  # a run's value, as the tables read it
-    assert cells.value(run, cells.CONVERGENCE) == pytest.approx(2 + 0.07 / 0.08)
+    run = {"workdir": str(tmp_path / "run"), "scores": {"categorical": {"kappa": 0.3}}}
+    assert cells.value(run, cells.CONVERGENCE) == pytest.approx(2 + 0.07 / 0.08)  # as read
+    assert depth_study._learned(run)
+    run["scores"]["categorical"]["kappa"] = 0.0  # one class predicted: it learned nothing
+    assert not depth_study._learned(run)
     path = _metrics_file(tmp_path / "n.jsonl", [0.60, 0.50, 0.59])
     assert cells.epochs_to_fraction(path) == pytest.approx(1.0)  # first epoch already
     assert cells.epochs_to_fraction(tmp_path / "absent.jsonl") is None
