@@ -225,13 +225,12 @@ def convergence_rows(results, depths) -> list[list[str]]:
     comparisons = [(d, "identity") for d in depths] + [(depths[0], m) for m in ("h1", "h2")]
     rows = []
     for d, other in comparisons:
-        a, b = ({s: v for s, r in runs_of(results, m, d).items()
+        h3_runs = runs_of(results, "h3", d)
+        a, b = ({s: v for s, r in runs.items()
                  if _learned(r) and (v := cells.value(r, cells.CONVERGENCE)) is not None}
-                for m in ("h3", other))  # fmt: skip
+                for runs in (h3_runs, runs_of(results, other, d)))  # fmt: skip
         p = stats.paired(a, b, higher_is_better=False)
-        verdict = _verdict(p)
-        if not a and runs_of(results, "h3", d):
-            verdict = "H3 did not learn"
+        verdict = "H3 did not learn" if h3_runs and not a else _verdict(p)
         rows.append(
             [f"H3 vs {MAP_NAMES[other]}", str(d), _mean_text(list(a.values()), 2),
              _mean_text(list(b.values()), 2), _paired_text(p, 2), verdict]
