@@ -83,6 +83,62 @@ def test_a_diverged_run_counts_as_diverged_and_has_no_accuracy():
     assert "depth 15: trains, but worse than H3" in verdict  # +19.5 and +20.5 points
 
 
+def test_weighted_rows_pair_each_arm_with_the_others_seed_by_seed():
+    acc = {  # loss -> accuracy of seeds 0, 1, 2
+        "balanced": [0.48, 0.47, 0.50],
+        "weighted": [0.47, 0.49, 0.52],
+        "regular": [0.55, 0.54, 0.56],
+    }
+    results = [
+        _result("h3", 15, s, a, loss=loss) for loss, v in acc.items() for s, a in enumerate(v)
+    ]
+    results.append(_result("h3", 39, 0, 0.9, loss="weighted"))  # another depth: not counted
+    header = depth_study.weighted_header()
+    rows = {
+        r[0]: dict(zip(header, r, strict=True))
+        for r in depth_study.weighted_rows(results, (15, 39), ["Disgust"])
+    }
+    assert set(rows) == {"accuracy", "norm/f1", "recall/Disgust"}
+    for (a, b), column in zip(
+        depth_study.WEIGHTED_PAIRS,
+        ["rescaled − regular", "f_min / f_i − regular", "rescaled − f_min / f_i"],
+        strict=True,
+    ):
+        diff = (np.array(acc[a]) - np.array(acc[b])) * 100
+        low, high = scipy_stats.t.interval(0.95, 2, loc=diff.mean(), scale=scipy_stats.sem(diff))
+        assert rows["accuracy"][column] == f"{diff.mean():+.2f} [{low:+.2f}, {high:+.2f}] (n=3)"
+    disgust = (np.array(acc["balanced"]) - np.array(acc["weighted"])) / 2  # recall = acc / 2
+    assert rows["recall/Disgust"]["rescaled − f_min / f_i"].startswith(f"{disgust.mean():+.3f} [")
+
+
+def test_tables_iii_and_iv_show_the_original_metric_beside_the_skew_normalized_one():
+    f1 = {"weighted": [0.40, 0.44], "regular": [0.45, 0.47]}
+    norm = {"weighted": [0.42, 0.46], "regular": [0.41, 0.43]}
+    results = []
+    for loss in f1:
+        for s in range(2):
+            r = _result("h3", 15, s, 0.5, f1=norm[loss][s], loss=loss)
+            r["scores"]["categorical"]["f1"] = f1[loss][s]
+            results.append(r)
+    text = depth_study.paper_tables(results, (15, 111))
+    tables = report.read_markdown_tables(text.replace("### ", "## "))  # one section each
+    by_table = {name: {row["Metric"]: row for row in rows} for name, rows in tables.items()}
+    iii, iv = by_table["Table III: weighted loss"], by_table["Table IV: regular loss"]
+    for rows, loss, paper_orig, paper_norm in (
+        (iii, "weighted", 0.67, 0.67),
+        (iv, "regular", 0.67, 0.68),
+    ):
+        row = rows["F1-score"]
+        assert row["Orig ours"] == f"{np.mean(f1[loss]):.3f} ± {np.std(f1[loss], ddof=1):.3f} (n=2)"
+        assert (
+            row["Norm ours"]
+            == f"{np.mean(norm[loss]):.3f} ± {np.std(norm[loss], ddof=1):.3f} (n=2)"
+        )
+        assert (float(row["Orig paper"]), float(row["Norm paper"])) == (paper_orig, paper_norm)
+        assert float(row["Orig Δ"]) == pytest.approx(np.mean(f1[loss]) - paper_orig, abs=5e-4)
+    assert float(iii["Accuracy (paper: Table II)"]["Orig paper"]) == 0.6949  # Table II, weighted
+
+
 def _metrics_file(path, val_acc, grad_rows=()):
     lines = [
         {"step": 10 * (i + 1), "epoch": float(i + 1), "val/accuracy": a}

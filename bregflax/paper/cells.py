@@ -102,6 +102,29 @@ def _columns(names: Sequence[str]) -> list[str]:
     return [f"{n} {part}" for n in names for part in ("ours", "paper", "Δ")]
 
 
+ORIG_NORM_HEADER = ["Metric"] + _columns(["Orig", "Norm"])
+
+
+def orig_norm_rows(
+    runs: Sequence[dict], paper_cells: dict, paper_accuracy: float | None
+) -> list[list[str]]:
+    """Tables III/IV's rows for one dataset: each metric on the whole validation set (Orig)
+    and skew-normalized (Norm), ours beside the paper's. ``paper_cells``: metric key -> the
+    paper's (Orig, Norm); ``paper_accuracy``: its Table II figure as a fraction (the paper
+    gives no accuracy in Tables III/IV)."""
+    body = []
+    for key, label in report.CATEGORICAL_ROWS:
+        orig, norm = paper_cells.get(key, (None, None))
+        if key == "accuracy":
+            orig, label = paper_accuracy, label + " (paper: Table II)"
+        body.append(
+            [label]
+            + triple(values(runs, key), orig, 3, 4 if key == "accuracy" else 2)
+            + triple(values(runs, f"norm/{key}"), norm, 3, 2)
+        )
+    return body
+
+
 def _arm_label(e: dict) -> str:
     depth = f", depth {e['depth']}" if e.get("depth") else ""
     return f"{e['dataset']} {e['arch']} {e['shortcut']} {e['loss']}{depth}"

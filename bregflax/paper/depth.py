@@ -5,8 +5,9 @@ From the runs of ``experiment.depth_study`` (their ``result.json`` and ``metrics
 accuracy and skew-normalized F1 against depth for H3 and identity with 95% intervals, the
 paired H3 − identity gap at each depth and whether it grows with depth, seconds per epoch,
 per-block gradient norms through training, a map with an unbounded derivative, convergence
-speed (epochs to a fixed fraction of the final accuracy) and the weighted loss rescaled to
-average 1, with per-class recall. Every interval is the two-sided 95% t interval of
+speed (epochs to a fixed fraction of the final accuracy), the weighted loss rescaled to
+average 1 and not, with per-class recall, and Tables III/IV (original and skew-normalized
+metrics) at this scale. Every interval is the two-sided 95% t interval of
 ``bregflax.paper.stats``; a run that diverged is counted as such, never dropped silently.
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 from bregflax import paths
 from bregflax.configs import experiment
 from bregflax.evaluation import diagnostics, plots, report
-from bregflax.paper import cells, stats
+from bregflax.paper import cells, published, stats
 
 DASH = "–"
 MAP_NAMES = {"h3": "H3", "identity": "identity", "h1": "H1", "h2": "H2", "cubic": "x + x³/3"}
@@ -281,19 +282,53 @@ def unbounded_verdict(results, depths) -> str:
     return "; ".join(out)
 
 
-def balanced_rows(results, depths, classes: Sequence[str]) -> list[list[str]]:
-    """The weighted loss rescaled to average 1 against the regular loss (H3, shallowest)."""
-    a, b = runs_of(results, "h3", depths[0], "balanced"), runs_of(results, "h3", depths[0])
+WEIGHTED_ARMS = {"balanced": "rescaled", "weighted": "f_min / f_i", "regular": "regular"}
+WEIGHTED_PAIRS = (("balanced", "regular"), ("weighted", "regular"), ("balanced", "weighted"))
+
+
+def weighted_rows(results, depths, classes: Sequence[str]) -> list[list[str]]:
+    """H3 at the shallowest depth with the weighted loss rescaled to average 1 ("balanced"),
+    the paper's weights f_min / f_i ("weighted") and the regular loss: each arm's mean, then
+    rescaled − regular, f_min / f_i − regular and rescaled − f_min / f_i, paired."""
+    arms = {loss: runs_of(results, "h3", depths[0], loss) for loss in WEIGHTED_ARMS}
     rows = []
     keys = [("accuracy", 2), ("norm/f1", 4)] + [(f"recall/{c}", 3) for c in classes]
     for key, digits in keys:
-        pa, pb = per_seed(a, key), per_seed(b, key)
-        p = stats.paired(pa, pb)
-        rows.append(
-            [key, _mean_text(list(pa.values()), digits), _mean_text(list(pb.values()), digits),
-             _paired_text(p, digits), _verdict(p)]
-        )  # fmt: skip
+        seeds = {loss: per_seed(arm, key) for loss, arm in arms.items()}
+        row = [key] + [_mean_text(list(v.values()), digits) for v in seeds.values()]
+        for a, b in WEIGHTED_PAIRS:
+            p = stats.paired(seeds[a], seeds[b])
+            row += [_paired_text(p, digits), _verdict(p)]
+        rows.append(row)
     return rows
+
+
+def weighted_header() -> list[str]:
+    return ["Metric", *WEIGHTED_ARMS.values()] + [
+        part
+        for a, b in WEIGHTED_PAIRS
+        for part in (f"{WEIGHTED_ARMS[a]} − {WEIGHTED_ARMS[b]}", "Verdict")
+    ]
+
+
+def paper_tables(results, depths) -> str:
+    """Tables III (weighted loss) and IV (regular loss) at this scale: H3 at the shallowest
+    depth, each metric on the whole validation set and skew-normalized, beside the paper's."""
+    parts = []
+    for loss, table, paper_cells in (
+        ("weighted", "III", published.TABLE_III),
+        ("regular", "IV", published.TABLE_IV),
+    ):
+        runs = list(runs_of(results, "h3", depths[0], loss).values())
+        fer = {key: v for (dataset, key), v in paper_cells.items() if dataset == "fer2013"}
+        accuracy = published.TABLE_II[("fer2013", "bregnet", loss)] / 100
+        parts.append(
+            f"### Table {table}: {loss} loss\n\n"
+            + report.markdown_table(
+                cells.ORIG_NORM_HEADER, cells.orig_norm_rows(runs, fer, accuracy)
+            )
+        )
+    return "\n\n".join(parts)
 
 
 def _classes(results) -> list[str]:
@@ -371,11 +406,16 @@ def render(results: Sequence[dict], out, scale: str) -> str:
             unbounded_rows(results, depths),
         ),  # fmt: skip
         f"\nVerdict: {unbounded_verdict(results, depths)}.\n",
-        f"## The weighted loss rescaled to average 1 (H3, depth {depths[0]})\n",
-        table(
-            ["Metric", "rescaled weighted", "regular", "weighted − regular", "Verdict"],
-            balanced_rows(results, depths, _classes(results)),
-        ),  # fmt: skip
+        f"## The weighted loss, rescaled to average 1 and not (H3, depth {depths[0]})\n",
+        "Rescaled: the paper's class weights f_min / f_i times a constant that makes their "
+        "average over the training examples 1 (the regular loss's size); f_min / f_i: the "
+        "paper's weights as they are (average 0.106 on FER2013's Training split).\n",
+        table(weighted_header(), weighted_rows(results, depths, _classes(results))),
+        f"\n## Tables III and IV at this scale (H3, depth {depths[0]}, FER2013)\n",
+        "Orig: on the whole validation set; Norm: skew-normalized (balanced "
+        "under-samplings). The paper's figures are BReG-Net-39's; its Table III is the "
+        "weighted loss (f_min / f_i), Table IV the regular loss.\n",
+        paper_tables(results, depths),
         "",
     ]
     return "\n".join(text) + "\n"

@@ -26,9 +26,11 @@ from bregflax.paper.cells import (
     ARCH_NAMES,
     DASH,
     DATASET_NAMES,
+    ORIG_NORM_HEADER,
     _columns,
     arm_metrics,
     group,
+    orig_norm_rows,
     ours,
     run_metrics,
     triple,
@@ -108,22 +110,13 @@ def _metrics_render(loss: str, table: str, cells: dict):
         parts = []
         for d in experiment.CATEGORICAL:
             runs = group(results, dataset=d, arch="bregnet", loss=loss)
-            body = []
-            for key, label in report.CATEGORICAL_ROWS:
-                orig, norm = cells.get((d, key), (None, None))
-                if key == "accuracy":  # the paper gives it in Table II, in percent
-                    orig = paper.TABLE_II[(d, "bregnet", loss)] / 100
-                    label += " (paper: Table II)"
-                body.append(
-                    [label]
-                    + triple(values(runs, key), orig, 3, 4 if key == "accuracy" else 2)
-                    + triple(values(runs, f"norm/{key}"), norm, 3, 2)
-                )
-            header = ["Metric"] + _columns(["Orig", "Norm"])
-            name = DATASET_NAMES[d]
+            paper_cells = {key: v for (dataset, key), v in cells.items() if dataset == d}
+            accuracy = paper.TABLE_II[(d, "bregnet", loss)] / 100
             parts.append(
-                f"## {name}, BReG-Net (H3), {loss} loss (Table {table})\n\n"
-                + report.markdown_table(header, body)
+                f"## {DATASET_NAMES[d]}, BReG-Net (H3), {loss} loss (Table {table})\n\n"
+                + report.markdown_table(
+                    ORIG_NORM_HEADER, orig_norm_rows(runs, paper_cells, accuracy)
+                )
             )
         return "\n\n".join(parts) + "\n"
 
