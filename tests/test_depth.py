@@ -2,7 +2,6 @@
 against hand computations, and the whole table at the test scale (slow)."""
 
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -74,7 +73,7 @@ def test_a_diverged_run_counts_as_diverged_and_has_no_accuracy():
         _result("h3", 15, 0, 0.60),
         _result("h3", 15, 1, 0.62),
     ]
-    assert depth_study.metric(results[0], "accuracy") is None
+    assert cells.study_value(results[0], "accuracy") is None
     rows = depth_study.unbounded_rows(results, (15, 111))
     assert rows[1][1:3] == ["2 of 2", "step 3, step 5"]
     assert rows[0][1] == "0 of 2"
@@ -164,20 +163,6 @@ def test_epochs_to_fraction_interpolates_between_validations(tmp_path):
     assert cells.epochs_to_fraction(tmp_path / "absent.jsonl") is None
 
 
-def test_block_norms_in_network_order_and_their_spread(tmp_path):
-    rows = [
-        {"step": 100, "epoch": 0.5, "train/grad_norm/stage0_block0": 1.0,
-         "train/grad_norm/stage0_block10": 0.1, "train/grad_norm/stage0_block2": 0.5,
-         "train/grad_norm/stage1_block0": 0.01, "train/grad_norm/stem_conv0": 9.0},
-    ]  # fmt: skip
-    path = _metrics_file(tmp_path / "m.jsonl", [0.5], rows)
-    steps, norms = depth_study.block_norms(path)
-    assert steps.tolist() == [100]
-    assert norms[0].tolist() == [1.0, 0.5, 0.1, 0.01]  # block 2 before block 10; no stem
-    assert depth_study.tilt(norms[0]) == pytest.approx(math.log10(1.0 / 0.01))
-    assert depth_study.tilt(norms[0][::-1]) == pytest.approx(-2.0)
-
-
 def test_the_study_has_pairs_of_every_arm_seed_by_seed():
     names = reproduce.run_names_of("depth", "cpu")
     assert len(names) == len(set(names))
@@ -253,6 +238,16 @@ def test_a_field_added_later_does_not_unfinish_a_run():
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "depth"
+
+
+DOCS = RESULTS.parents[1] / "docs" / "results.md"
+
+
+def _section(text: str, title: str) -> str:
+    """From the ``## `` heading that starts with ``title`` to the next one."""
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
 
 
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="no committed depth results")

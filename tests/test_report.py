@@ -103,3 +103,13 @@ def test_read_markdown_tables_inverts_markdown_table():
     tables = report.read_markdown_tables(text)
     assert tables[""] == [{"Run": "x", "a": "1", "c": "2"}, {"Run": "y", "a": "–", "c": "3"}]
     assert tables["Section two"] == [{"Metric": "F1", "v": "0.5"}]
+
+
+def test_markdown_tables_reads_back_what_markdown_table_wrote():
+    first = report.markdown_table(["a", "b"], [["1", "x y"], ["2", "–"]])
+    second = report.markdown_table(["a", "c"], [["3", "-0.5"]])
+    text = f"# T\n\n{first}\n\nprose | not a table\n\n{second}\n"
+    assert report.markdown_tables(text) == [
+        (["a", "b"], [["1", "x y"], ["2", "–"]]),
+        (["a", "c"], [["3", "-0.5"]]),
+    ]

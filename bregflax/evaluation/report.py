@@ -70,6 +70,23 @@ def read_markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(header, rows) of every table in ``text``, in order; cells stripped."""
+    out: list[tuple[list[str], list[list[str]]]] = []
+    in_table = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not in_table:
+            out.append((cells, []))
+            in_table = True
+        elif not set("".join(cells)) <= set(":-"):
+            out[-1][1].append(cells)
+    return out
+
+
 def metric_table(
     columns: Mapping[str, Mapping], rows: Sequence[tuple[str, str]], digits: int = 3
 ) -> str:

@@ -1,8 +1,10 @@
 """The cells of reproduced tables: one number of a run, our mean ± sd beside the paper's
-figure and their difference, every metric of each run group and of each run."""
+figure and their difference, every metric of each run group and of each run, and a study's
+arms seed by seed with their 95% intervals and paired differences."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +21,7 @@ DATASET_NAMES = {
     "synthetic_va": "synthetic faces",
 }
 ARCH_NAMES = {"bregnet": "BReG-Net (H3)", "resnet": "ResNet (identity)"}
+MAP_NAMES = {"h3": "H3", "identity": "identity", "h1": "H1", "h2": "H2", "cubic": "x + x³/3"}
 DASH = "–"
 
 
@@ -197,3 +200,51 @@ def run_metrics(results: Sequence[dict]) -> str:
     ]
     header = ["Run"] + [name for _, name, _ in ARM_KEYS]
     return "## Every run\n\n" + report.markdown_table(header, body) + "\n"
+
+
+# --------------------------------------------------------------------------- arms of a study
+
+
+def runs_of(results: Sequence[dict], shortcut: str, depth: int, loss: str = "regular") -> dict:
+    """seed -> result of the runs of one arm."""
+    out = {}
+    for r in results:
+        e = r["experiment"]
+        if (e["shortcut"], e.get("depth"), e["loss"]) == (shortcut, depth, loss):
+            out[e["seed"]] = r
+    return out
+
+
+def study_value(result: dict, key: str) -> float | None:
+    """``accuracy`` (in %), ``norm/f1``, ``recall/<class>``, ``seconds_per_epoch`` of a run
+    (``value``); None for a run that diverged or lacks it."""
+    v = None if result.get("diverged") else value(result, key)
+    return None if v is None else 100.0 * v if key == "accuracy" else v
+
+
+def per_seed(arm: dict, key: str) -> dict[int, float]:
+    """seed -> ``study_value`` of an arm's runs that have it."""
+    return {s: v for s, r in arm.items() if (v := study_value(r, key)) is not None}
+
+
+def mean_text(vals, digits: int) -> str:
+    """mean [95% t interval] (n=k) of ``vals``."""
+    mean, low, high = stats.mean_interval(vals)
+    if math.isnan(mean):
+        return DASH
+    if low is None:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={len(vals)})"
+
+
+def paired_text(p: stats.Paired, digits: int) -> str:
+    """A − B [95% t interval] (n=k) of a paired comparison; "–" for none."""
+    if not p.n:
+        return DASH
+    if p.low is None:
+        return f"{p.diff:+.{digits}f} (n=1)"
+    return f"{p.diff:+.{digits}f} [{p.low:+.{digits}f}, {p.high:+.{digits}f}] (n={p.n})"
+
+
+def verdict_text(p: stats.Paired) -> str:
+    return p.verdict if p.n else "not run"

@@ -14,65 +14,23 @@ metrics) at this scale. Every interval is the two-sided 95% t interval of
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from bregflax import paths
 from bregflax.configs import experiment
-from bregflax.evaluation import diagnostics, plots, report
+from bregflax.evaluation import plots, report
 from bregflax.paper import cells, published, stats
-
-DASH = "–"
-MAP_NAMES = {"h3": "H3", "identity": "identity", "h1": "H1", "h2": "H2", "cubic": "x + x³/3"}
-
-
-# --------------------------------------------------------------------------- selection
-
-
-def runs_of(results: Sequence[dict], shortcut: str, depth: int, loss: str = "regular") -> dict:
-    """seed -> result of the runs of one arm."""
-    out = {}
-    for r in results:
-        e = r["experiment"]
-        if (e["shortcut"], e.get("depth"), e["loss"]) == (shortcut, depth, loss):
-            out[e["seed"]] = r
-    return out
-
-
-def metric(result: dict, key: str) -> float | None:
-    """``accuracy`` (in %), ``norm/f1``, ``recall/<class>``, ``seconds_per_epoch`` of a run
-    (``cells.value``); None for a run that diverged or lacks it."""
-    v = None if result.get("diverged") else cells.value(result, key)
-    return None if v is None else 100.0 * v if key == "accuracy" else v
-
-
-def per_seed(arm: dict, key: str) -> dict[int, float]:
-    return {s: v for s, r in arm.items() if (v := metric(r, key)) is not None}
-
-
-def _mean_text(vals, digits: int) -> str:
-    mean, low, high = stats.mean_interval(vals)
-    if math.isnan(mean):
-        return DASH
-    if low is None:
-        return f"{mean:.{digits}f} (n=1)"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={len(vals)})"
-
-
-def _paired_text(p: stats.Paired, digits: int) -> str:
-    if not p.n:
-        return DASH
-    if p.low is None:
-        return f"{p.diff:+.{digits}f} (n=1)"
-    return f"{p.diff:+.{digits}f} [{p.low:+.{digits}f}, {p.high:+.{digits}f}] (n={p.n})"
-
-
-def _verdict(p: stats.Paired) -> str:
-    return p.verdict if p.n else "not run"
-
+from bregflax.paper.cells import (
+    DASH,
+    MAP_NAMES,
+    mean_text,
+    paired_text,
+    per_seed,
+    runs_of,
+    verdict_text,
+)
+from bregflax.paper.gradients import gradient_rows, gradients_png
 
 # --------------------------------------------------------------------------- the sweep
 
@@ -88,8 +46,8 @@ def sweep_rows(results, depths: Sequence[int]) -> list[list[str]]:
             a, b = per_seed(h3, key), per_seed(ident, key)
             p = stats.paired(a, b, higher_is_better=key != "seconds_per_epoch")
             rows.append(
-                [str(d), params, key, _mean_text(list(a.values()), digits),
-                 _mean_text(list(b.values()), digits), _paired_text(p, digits), _verdict(p)]
+                [str(d), params, key, mean_text(list(a.values()), digits),
+                 mean_text(list(b.values()), digits), paired_text(p, digits), verdict_text(p)]
             )  # fmt: skip
     return rows
 
@@ -127,86 +85,6 @@ def sweep_png(results, depths, out: Path) -> Path:
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- gradients
-
-_BLOCK = re.compile(r"train/grad_norm/stage(\d+)_block(\d+)$")
-
-
-def block_norms(metrics_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, norms[step, block]) of every residual block's logged gradient norm, blocks in
-    order from the input to the output."""
-    records = plots.read_metrics_jsonl(metrics_path) if paths.path(metrics_path).exists() else []
-    rows = [r for r in records if any(_BLOCK.match(k) for k in r)]
-    if not rows:
-        return np.zeros(0), np.zeros((0, 0))
-    keys = sorted(
-        (k for k in rows[0] if _BLOCK.match(k)),
-        key=lambda k: tuple(int(g) for g in _BLOCK.match(k).groups()),
-    )
-    by_step = {r["step"]: [r.get(k, math.nan) for k in keys] for r in rows}
-    steps = np.array(sorted(by_step))
-    return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
-
-
-def tilt(norms: np.ndarray) -> float:
-    """Decades from the first block's gradient norm to the last block's: log10(first / last);
-    > 0 when gradients shrink from the input towards the output. (How many decades they span
-    in all is ``diagnostics.spread``.)"""
-    return float(np.log10(norms[0] / norms[-1]))
-
-
-def gradient_rows(results, depths) -> list[list[str]]:
-    """Per depth and measure (tilt, span) of the block gradient norms at the first log and at
-    the end of training: each shortcut's mean [95% CI] over seeds, and H3 − identity."""
-    measures = {
-        "tilt": tilt,
-        "span": lambda n: diagnostics.spread(dict(enumerate(n))),
-    }
-    rows = []
-    for d in depths:
-        for name, measure in measures.items():
-            per = {}
-            for shortcut in ("h3", "identity"):
-                first, last = {}, {}
-                for seed, r in runs_of(results, shortcut, d).items():
-                    steps, norms = block_norms(paths.path(r["workdir"]) / "metrics.jsonl")
-                    if steps.size:
-                        first[seed], last[seed] = measure(norms[0]), measure(norms[-1])
-                per[shortcut] = (first, last)
-            pairs = [stats.paired(per["h3"][i], per["identity"][i]) for i in (0, 1)]
-            rows.append(
-                [str(d), name]
-                + [_mean_text(list(per[s][i].values()), 2) for i in (0, 1)
-                   for s in ("h3", "identity")]
-                + [_paired_text(p, 2) for p in pairs]
-            )  # fmt: skip
-    return rows
-
-
-def gradients_png(results, depths, out: Path) -> Path:
-    """Per depth (columns): block gradient norm against block index at the first log, the
-    middle and the end (rows), H3 and identity, mean over seeds (log scale)."""
-    panels = {}
-    for d in depths:
-        for phase in ("first log", "middle", "end"):
-            series = {}
-            for shortcut in ("h3", "identity"):
-                profiles = []
-                for r in runs_of(results, shortcut, d).values():
-                    steps, norms = block_norms(paths.path(r["workdir"]) / "metrics.jsonl")
-                    if steps.size:
-                        i = {"first log": 0, "middle": len(steps) // 2, "end": -1}[phase]
-                        profiles.append(norms[i])
-                if profiles:
-                    series[MAP_NAMES[shortcut]] = np.exp(np.mean(np.log(profiles), axis=0))
-            panels[(phase, f"depth {d}")] = series
-    return plots.profile_grid_png(
-        panels, out / "depth_gradients.png", "block (input → output)",
-        "gradient norm (log)", "Per-block gradient norms through training (geometric mean "
-        "over seeds)",
-    )  # fmt: skip
-
-
 # --------------------------------------------------------------------------- convergence
 
 
@@ -231,10 +109,10 @@ def convergence_rows(results, depths) -> list[list[str]]:
                  if _learned(r) and (v := cells.value(r, cells.CONVERGENCE)) is not None}
                 for runs in (h3_runs, runs_of(results, other, d)))  # fmt: skip
         p = stats.paired(a, b, higher_is_better=False)
-        verdict = "H3 did not learn" if h3_runs and not a else _verdict(p)
+        verdict = "H3 did not learn" if h3_runs and not a else verdict_text(p)
         rows.append(
-            [f"H3 vs {MAP_NAMES[other]}", str(d), _mean_text(list(a.values()), 2),
-             _mean_text(list(b.values()), 2), _paired_text(p, 2), verdict]
+            [f"H3 vs {MAP_NAMES[other]}", str(d), mean_text(list(a.values()), 2),
+             mean_text(list(b.values()), 2), paired_text(p, 2), verdict]
         )  # fmt: skip
     return rows
 
@@ -254,8 +132,8 @@ def unbounded_rows(results, depths) -> list[list[str]]:
         p = stats.paired(a, b)
         rows.append(
             [str(d), f"{len(diverged)} of {len(cubic)}", steps,
-             _mean_text(list(b.values()), 2), _mean_text(list(a.values()), 2),
-             _paired_text(p, 2), _verdict(p) if p.n else DASH]
+             mean_text(list(b.values()), 2), mean_text(list(a.values()), 2),
+             paired_text(p, 2), verdict_text(p) if p.n else DASH]
         )  # fmt: skip
     return rows
 
@@ -276,9 +154,9 @@ def unbounded_verdict(results, depths) -> str:
         elif diverged:
             out.append(f"depth {d}: diverged in {diverged} of {len(cubic)} runs")
         elif p.verdict == stats.HELD:
-            out.append(f"depth {d}: trains, but worse than H3 (H3 − cubic {_paired_text(p, 2)})")
+            out.append(f"depth {d}: trains, but worse than H3 (H3 − cubic {paired_text(p, 2)})")
         else:
-            out.append(f"depth {d}: no worse than H3 found ({p.verdict}, {_paired_text(p, 2)})")
+            out.append(f"depth {d}: no worse than H3 found ({p.verdict}, {paired_text(p, 2)})")
     return "; ".join(out)
 
 
@@ -295,10 +173,10 @@ def weighted_rows(results, depths, classes: Sequence[str]) -> list[list[str]]:
     keys = [("accuracy", 2), ("norm/f1", 4)] + [(f"recall/{c}", 3) for c in classes]
     for key, digits in keys:
         seeds = {loss: per_seed(arm, key) for loss, arm in arms.items()}
-        row = [key] + [_mean_text(list(v.values()), digits) for v in seeds.values()]
+        row = [key] + [mean_text(list(v.values()), digits) for v in seeds.values()]
         for a, b in WEIGHTED_PAIRS:
             p = stats.paired(seeds[a], seeds[b])
-            row += [_paired_text(p, digits), _verdict(p)]
+            row += [paired_text(p, digits), verdict_text(p)]
         rows.append(row)
     return rows
 
@@ -360,7 +238,7 @@ def render(results: Sequence[dict], out, scale: str) -> str:
         ),  # fmt: skip
         "\nDoes the gap grow with depth? Paired over seeds, gap(deepest) − gap(shallowest): "
         + "; ".join(
-            f"{k} {_paired_text(p, 4 if k != 'accuracy' else 2)}, **{_verdict(p)}**"
+            f"{k} {paired_text(p, 4 if k != 'accuracy' else 2)}, **{verdict_text(p)}**"
             for k, p in growth.items()
         )  # fmt: skip
         + " (held: the gap grows).\n",
