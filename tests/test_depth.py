@@ -138,6 +138,37 @@ def test_tables_iii_and_iv_show_the_original_metric_beside_the_skew_normalized_o
     assert float(iii["Accuracy (paper: Table II)"]["Orig paper"]) == 0.6949  # Table II, weighted
 
 
+def test_every_claim_in_the_claims_form_against_scipy():
+    acc = {  # (shortcut, depth) -> accuracy of seeds 0, 1, 2
+        ("h3", 15): [0.55, 0.54, 0.56], ("identity", 15): [0.54, 0.55, 0.55],
+        ("h3", 111): [0.25, 0.26, 0.25], ("identity", 111): [0.43, 0.44, 0.40],
+    }  # fmt: skip
+    results = [_result(m, d, s, a) for (m, d), v in acc.items() for s, a in enumerate(v)]
+    for r in results:  # H3 at depth 111 predicts one class: it did not learn
+        stuck = (r["experiment"]["shortcut"], r["experiment"]["depth"]) == ("h3", 111)
+        r["scores"]["categorical"]["kappa"] = 0.0 if stuck else 0.3
+    results += [_result("cubic", 15, s, 0.0, diverged={"step": 3}) for s in (0, 1)]
+    rows = {(r[0], r[1]): dict(zip(cells.PAIRED_HEADER, r, strict=True))
+            for r in depth_study.verdict_rows(results, (15, 111))}  # fmt: skip
+    row = rows[("H3 vs identity, depth 111", "accuracy")]
+    a, b = np.array(acc[("h3", 111)]) * 100, np.array(acc[("identity", 111)]) * 100
+    low, high = scipy_stats.t.interval(0.95, 2, loc=(a - b).mean(), scale=scipy_stats.sem(a - b))
+    assert row["n"] == "3" and row["B mean ± sd"] == f"{b.mean():.2f} ± {b.std(ddof=1):.2f}"
+    assert row["A − B [95% CI]"] == f"{(a - b).mean():+.2f} [{low:+.2f}, {high:+.2f}]"
+    assert row["Verdict"] == "not held"
+    gaps = (a - b) - (np.array(acc[("h3", 15)]) - np.array(acc[("identity", 15)])) * 100
+    assert rows[("gap at depth 111 vs at 15", "accuracy")]["A − B [95% CI]"].startswith(
+        f"{gaps.mean():+.2f} ["
+    )
+    cubic = rows[("H3 vs x + x³/3, depth 15", "accuracy")]
+    h3 = np.array(acc[("h3", 15)][:2]) * 100  # the seeds the unbounded map ran
+    assert cubic["A mean ± sd"] == f"{h3.mean():.2f} ± {h3.std(ddof=1):.2f}"
+    assert (cubic["B mean ± sd"], cubic["Verdict"]) == ("diverged in 2 of 2", "held")
+    assert rows[("H3 vs x + x³/3, depth 111", "accuracy")]["Verdict"] == "not run"
+    assert rows[("H3 vs identity, depth 111", "epochs_to_95%")]["Verdict"] == "H3 did not learn"
+    assert rows[("H3 vs identity, depth 15", "epochs_to_95%")]["Verdict"] == "not run"
+
+
 def _metrics_file(path, val_acc, grad_rows=()):
     lines = [
         {"step": 10 * (i + 1), "epoch": float(i + 1), "val/accuracy": a}

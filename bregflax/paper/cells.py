@@ -248,3 +248,18 @@ def paired_text(p: stats.Paired, digits: int) -> str:
 
 def verdict_text(p: stats.Paired) -> str:
     return p.verdict if p.n else "not run"
+
+
+PAIRED_HEADER = ["Claim", "Metric", "n", "A mean ± sd", "B mean ± sd", "A − B [95% CI]", "Verdict"]
+
+
+def paired_row(claim: str, metric: str, p: stats.Paired, digits: int) -> list[str]:
+    """A claim's row under ``PAIRED_HEADER``: both arms' mean ± sd over the shared seeds, the
+    paired difference with its 95% interval, and the verdict."""
+    interval = DASH if p.low is None else f"[{p.low:+.{digits}f}, {p.high:+.{digits}f}]"
+    arms = [
+        DASH if not p.n else f"{m:.{digits}f} ± {sd:.{digits}f}"
+        for m, sd in ((p.mean_a, p.sd_a), (p.mean_b, p.sd_b))
+    ]
+    diff = DASH if not p.n else f"{p.diff:+.{digits}f} {interval}"
+    return [claim, metric, str(p.n), *arms, diff, verdict_text(p)]

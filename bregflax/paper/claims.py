@@ -16,8 +16,10 @@ from bregflax.paper.cells import (
     CONVERGENCE,
     DASH,
     LOWER_IS_BETTER,
+    PAIRED_HEADER,
     _arm_label,
     arm_metrics,
+    paired_row,
     run_metrics,
     value,
 )
@@ -107,15 +109,8 @@ def claim_rows(results: Sequence[dict], scale: str, claims=()) -> list[list[str]
             a, b = ({s: v * factor for s, v in x.items() if v is not None} for x in (a, b))
             p = stats.paired(a, b, higher_is_better=metric not in LOWER_IS_BETTER)
             pa, pb = (_paper_value(c.experiment.to_dict(), metric) for c in arms)
-            interval = DASH if p.low is None else f"[{p.low:+.{digits}f}, {p.high:+.{digits}f}]"
-            arm_text = [
-                DASH if not p.n else f"{m:.{digits}f} ± {s:.{digits}f}"
-                for m, s in ((p.mean_a, p.sd_a), (p.mean_b, p.sd_b))
-            ]
             rows.append(
-                [claim.name, metric, str(p.n), *arm_text]
-                + [DASH if not p.n else f"{p.diff:+.{digits}f} {interval}"]
-                + [p.verdict if p.n else "not run"]
+                paired_row(claim.name, metric, p, digits)
                 + [DASH if v is None else f"{v:.2f}" for v in (pa, pb)]
                 + [DASH if pa is None or pb is None else f"{pa - pb:+.2f}"]
             )
@@ -127,8 +122,7 @@ def render_claims(results, out, scale, claims=()) -> str:
     for claim in _claims(claims):
         a, b = claim.arms(scale)
         lines.append(f"- `{claim.name}`: {claim.title}; A = `{a}`, B = `{b}`.")
-    header = ["Claim", "Metric", "n", "A mean ± sd", "B mean ± sd", "A − B [95% CI]", "Verdict"]
-    header += ["Paper A", "Paper B", "Paper A − B"]
+    header = PAIRED_HEADER + ["Paper A", "Paper B", "Paper A − B"]
     text = (
         "Each claim says arm A beats arm B; both arms ran with the same seeds (a seed fixes "
         "the initialization and the data order), so each seed gives one difference A − B. "
