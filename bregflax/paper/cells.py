@@ -11,7 +11,7 @@ import numpy as np
 
 from bregflax import paths
 from bregflax.evaluation import plots, report
-from bregflax.paper import stats
+from bregflax.paper import published, stats
 
 DATASET_NAMES = {
     "fer2013": "FER2013",
@@ -108,18 +108,17 @@ def _columns(names: Sequence[str]) -> list[str]:
 ORIG_NORM_HEADER = ["Metric"] + _columns(["Orig", "Norm"])
 
 
-def orig_norm_rows(
-    runs: Sequence[dict], paper_cells: dict, paper_accuracy: float | None
-) -> list[list[str]]:
-    """Tables III/IV's rows for one dataset: each metric on the whole validation set (Orig)
-    and skew-normalized (Norm), ours beside the paper's. ``paper_cells``: metric key -> the
-    paper's (Orig, Norm); ``paper_accuracy``: its Table II figure as a fraction (the paper
-    gives no accuracy in Tables III/IV)."""
+def orig_norm_rows(runs: Sequence[dict], dataset: str, loss: str) -> list[list[str]]:
+    """Tables III/IV's rows for BReG-Net with ``loss`` on ``dataset``: each metric on the
+    whole validation set (Orig) and skew-normalized (Norm), ours beside the paper's; its
+    accuracy, which Tables III/IV lack, from Table II as a fraction."""
     body = []
     for key, label in report.CATEGORICAL_ROWS:
-        orig, norm = paper_cells.get(key, (None, None))
+        orig, norm = published.orig_norm(dataset, key, loss)
         if key == "accuracy":
-            orig, label = paper_accuracy, label + " (paper: Table II)"
+            percent = published.TABLE_II.get((dataset, "bregnet", loss))
+            orig = None if percent is None else percent / 100
+            label += " (paper: Table II)"
         body.append(
             [label]
             + triple(values(runs, key), orig, 3, 4 if key == "accuracy" else 2)

@@ -86,8 +86,7 @@ def _paper_value(e: dict, metric: str):
     if metric == "accuracy":
         return paper.accuracy(e["dataset"], e["arch"], e["shortcut"], e["loss"])
     if metric.startswith("norm/") and e["arch"] == "bregnet" and e["shortcut"] == "h3":
-        table = paper.TABLE_III if e["loss"] == "weighted" else paper.TABLE_IV
-        return table.get((e["dataset"], metric[5:]), (None, None))[1]
+        return paper.orig_norm(e["dataset"], metric[5:], e["loss"])[1]
     if metric == "seconds_per_epoch":
         return paper.TIMING[e["arch"]]["seconds_per_epoch"]
     return None

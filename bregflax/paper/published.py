@@ -77,6 +77,14 @@ TABLE_IV = _table(
     },
 )
 
+
+def orig_norm(dataset: str, metric: str, loss: str) -> tuple[float | None, float | None]:
+    """BReG-Net's (Orig, Norm) of ``metric`` on ``dataset``: Table III for the weighted loss,
+    Table IV for the regular one; (None, None) where the paper has none."""
+    table = TABLE_III if loss == "weighted" else TABLE_IV
+    return table.get((dataset, metric), (None, None))
+
+
 # Table V: RMSE of the dimensional model, (dataset, arch, dimension).
 DIMS = ("valence", "arousal")
 TABLE_V = _table(

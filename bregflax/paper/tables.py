@@ -105,18 +105,14 @@ def render_table2(results, out, scale) -> str:
     )
 
 
-def _metrics_render(loss: str, table: str, cells: dict):
+def _metrics_render(loss: str, table: str):
     def render(results, out, scale) -> str:
         parts = []
         for d in experiment.CATEGORICAL:
             runs = group(results, dataset=d, arch="bregnet", loss=loss)
-            paper_cells = {key: v for (dataset, key), v in cells.items() if dataset == d}
-            accuracy = paper.TABLE_II[(d, "bregnet", loss)] / 100
             parts.append(
                 f"## {DATASET_NAMES[d]}, BReG-Net (H3), {loss} loss (Table {table})\n\n"
-                + report.markdown_table(
-                    ORIG_NORM_HEADER, orig_norm_rows(runs, paper_cells, accuracy)
-                )
+                + report.markdown_table(ORIG_NORM_HEADER, orig_norm_rows(runs, d, loss))
             )
         return "\n\n".join(parts) + "\n"
 
@@ -266,8 +262,8 @@ def _finals(results: Sequence[dict], key: str) -> list[float]:
 RENDER = {
     "1": render_table1,
     "2": render_table2,
-    "3": _metrics_render("weighted", "III", paper.TABLE_III),
-    "4": _metrics_render("regular", "IV", paper.TABLE_IV),
+    "3": _metrics_render("weighted", "III"),
+    "4": _metrics_render("regular", "IV"),
     "5": render_table5,
     "6": _dimensional_render("bregnet"),
     "7": _dimensional_render("resnet"),
